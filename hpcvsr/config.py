@@ -1,0 +1,275 @@
+"""Typed, strict configuration.
+
+YAML files load into the dataclasses below. An unknown key or a value of the wrong type is a
+:class:`~hpcvsr.errors.UserError` naming the key and the file. ``--set section.key=value``
+overrides are applied to the parsed YAML before type checking, so they obey the same rules.
+The resolved configuration is written next to every output with :func:`dump`.
+
+The configuration is read-only during a run: nothing writes into it after it is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+
+import yaml
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "swe"  # swe | phantom | archive | video | images
+    path: str = ""  # archive/video file or image folder; unused for generated sources
+    var: str = "h"  # variable to super-resolve
+    frames: int = 120  # frames per generated sequence
+    size: list[int] = field(default_factory=lambda: [128, 128])  # generated (H, W)
+    seeds: list[int] = field(default_factory=lambda: [1])  # training sequences
+    test_seed: int = 1001  # held-out sequence, never used in training
+    val_fraction: float = 0.2  # trailing fraction of each training sequence
+    normalise: str = "range"  # none | fixed | range (min/max of the training data)
+    norm_range: list[float] = field(default_factory=lambda: [-10.0, 10.0])  # for 'fixed'
+    swe_steps_per_frame: int = 0  # 0: the generator's default
+    test_path: str = ""  # held-out archive when source=archive/video
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    method: str = "bicubic"  # bicubic | blur | block_mean | point
+    scale: int = 2
+    blur_sigma: float = 1.6
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "climate_fsrcnn"
+    kwargs: dict = field(default_factory=dict)
+    init: str = ""  # '' (scratch) | 'bundled' | path to authors' .mat or our checkpoint .pt
+    freeze: list[str] = field(default_factory=list)  # layer names not trained
+    lr_mult: dict[str, float] = field(default_factory=dict)  # layer name -> LR multiplier
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 16  # global batch (all ranks)
+    lr: float = 1e-3
+    patience: int = 5  # early stopping on validation loss; 0 disables
+    patch: int = 48  # high-resolution patch side
+    patches_per_epoch: int = 2048  # random patches drawn per epoch (global)
+    schedule: str = "cosine"  # none | cosine | step
+    seed: int = 0
+    max_minutes: float = 0.0  # stop after this wall time (0: no limit)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    size: int = 5
+    pad: str = "replicate"  # replicate | reflect
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    block_frames: int = 32  # frames streamed per block
+    batch: int = 8  # windows per forward pass
+    tile: int = 0  # spatial tile side in HR pixels (0: whole frames)
+    autocast: str = "none"  # none | bf16
+    compression: str = ""  # '' | gzip | lzf
+
+
+@dataclass(frozen=True)
+class Config:
+    pipeline: str = "2d_3d"  # 2d | 3d | 2d_3d | joint | 3d_2d
+    data: DataConfig = field(default_factory=DataConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    model2d: ModelConfig = field(default_factory=lambda: ModelConfig(name="climate_fsrcnn", init="bundled"))
+    model3d: ModelConfig = field(default_factory=lambda: ModelConfig(name="vsr3d", kwargs={"residual": True, "same_padding": True}))
+    train2d: TrainConfig = field(default_factory=TrainConfig)
+    train3d: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=8, patch=40, patches_per_epoch=512))
+    windows: WindowConfig = field(default_factory=WindowConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    device: str = "auto"  # auto | cpu | cuda
+    log_every: int = 20
+
+
+CHOICES = {
+    "pipeline": ("2d", "3d", "2d_3d", "joint", "3d_2d"),
+    "data.source": ("swe", "phantom", "archive", "video", "images"),
+    "data.normalise": ("none", "fixed", "range"),
+    "degrade.method": ("bicubic", "blur", "block_mean", "point"),
+    "degrade.scale": (2, 3, 4, 8),
+    "train2d.schedule": ("none", "cosine", "step"),
+    "train3d.schedule": ("none", "cosine", "step"),
+    "windows.pad": ("replicate", "reflect"),
+    "infer.autocast": ("none", "bf16"),
+    "infer.compression": ("", "gzip", "lzf"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(tp, value, key: str, where: str):
+    """Check ``value`` against the annotation ``tp``; return the converted value."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: '{key}' must be a mapping, got {value!r}")
+        return _build(tp, value, key, where)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise UserError(f"{where}: '{key}' must be a list of {_type_name(item)}, got {value!r}")
+        return [_convert(item, v, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: '{key}' must be a mapping, got {value!r}")
+        args = typing.get_args(tp)
+        if args:
+            return {str(k): _convert(args[1], v, f"{key}.{k}", where) for k, v in value.items()}
+        return dict(value)
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise UserError(f"{where}: '{key}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp}")  # programming error
+
+
+def _build(cls, data: dict, prefix: str, where: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise UserError(f"{where}: unknown key '{full}' (known: {', '.join(sorted(names))})")
+        if dataclasses.is_dataclass(hints[key]):
+            # nested sections start from their own defaults, so a partial section keeps the rest
+            default = getattr(cls(), key)
+            merged = dataclasses.asdict(default)
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: '{full}' must be a mapping, got {value!r}")
+            merged.update(value)
+            value = merged
+        converted = _convert(hints[key], value, full, where)
+        allowed = CHOICES.get(full)
+        if allowed is not None and converted not in allowed:
+            raise UserError(f"{where}: '{full}' must be one of {list(allowed)}, got {converted!r}")
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """``'train2d.lr=1e-4'`` -> (['train2d', 'lr'], 0.0001); values are parsed as YAML."""
+    if "=" not in text:
+        raise UserError(f"--set expects section.key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set expects section.key=value, got '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def load(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (or the embedded defaults when ``path`` is None) plus overrides."""
+    data: dict = {}
+    where = "embedded defaults"
+    if path:
+        where = path
+        if not os.path.isfile(path):
+            raise UserError(f"config file not found: {path}")
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: the top level must be a mapping")
+    cfg = _build(Config, data, "", where)
+    for text in overrides:
+        keys, value = parse_override(text)
+        tree = dataclasses.asdict(cfg)
+        node = tree
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                raise UserError(f"--set {text}: unknown key '{'.'.join(keys)}'")
+            node = node[k]
+        if keys[-1] not in node:
+            raise UserError(f"--set {text}: unknown key '{'.'.join(keys)}'")
+        node[keys[-1]] = value
+        cfg = _build(Config, tree, "", f"--set {text}")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks a type system cannot express."""
+    if len(cfg.data.size) != 2 or min(cfg.data.size) < 8:
+        raise UserError(f"data.size must be [H, W] with both >= 8, got {cfg.data.size}")
+    for name in ("train2d", "train3d"):
+        t = getattr(cfg, name)
+        if t.batch_size < 1 or t.epochs < 0 or t.patch < 8 or t.lr <= 0:
+            raise UserError(f"{name}: batch_size >= 1, epochs >= 0, patch >= 8 and lr > 0 are required")
+        if t.patch % cfg.degrade.scale:
+            raise UserError(f"{name}.patch={t.patch} is not divisible by degrade.scale={cfg.degrade.scale}")
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        raise UserError(f"data.val_fraction must be in (0, 1), got {cfg.data.val_fraction}")
+    if cfg.windows.size < 3 or cfg.windows.size % 2 == 0:
+        raise UserError(f"windows.size must be odd and >= 3, got {cfg.windows.size}")
+    if cfg.data.normalise == "fixed" and (len(cfg.data.norm_range) != 2 or cfg.data.norm_range[0] >= cfg.data.norm_range[1]):
+        raise UserError(f"data.norm_range must be [low, high] with low < high, got {cfg.data.norm_range}")
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump(cfg: Config, path: str) -> None:
+    """Write the resolved configuration (atomically) as YAML."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+    os.replace(tmp, path)
+
+
+def from_dict(data: dict, where: str = "checkpoint") -> Config:
+    cfg = _build(Config, data, "", where)
+    validate(cfg)
+    return cfg
+
+
+def add_arguments(parser) -> None:
+    """The --config / --set pair every entry point takes."""
+    parser.add_argument("--config", help="YAML configuration (default: embedded defaults)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train2d.epochs=3 (repeatable)",
+    )

@@ -1,0 +1,1 @@
+"""Data sources, degradation and the index maths that feeds the networks."""

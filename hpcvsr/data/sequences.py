@@ -1,0 +1,168 @@
+"""The one HDF5 layout every data source writes, and lazy readers for it and other archives.
+
+Layout: one dataset per variable, shape (T, H, W) float32, chunked one frame per chunk; file
+attributes describe the source, grid spacing, time step, generator parameters and seed; each
+dataset carries ``units``. Files are written under a temporary name and renamed when complete,
+and an existing file is never replaced unless asked.
+
+Readers take a frame range and read only those frames: HDF5 / NetCDF4 / MATLAB v7.3 through
+h5py slicing (chunked reads), MATLAB v5 through scipy (whole variable: v5 has no partial reads,
+so very large archives should be converted to HDF5 once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import h5py
+import numpy as np
+
+from ..errors import UserError, check_finite
+
+
+def check_writable(path: str, overwrite: bool = False) -> None:
+    """Raise a UserError if ``path`` exists (and may not be replaced) or its folder is missing."""
+    if os.path.exists(path) and not overwrite:
+        raise UserError(f"{path} exists; refusing to overwrite it (pass --overwrite to replace it)")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UserError(f"output folder does not exist: {parent}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, overwrite: bool = False):
+    """Yield a temporary path next to ``path``; rename onto ``path`` only on success."""
+    check_writable(path, overwrite)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        yield tmp
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    os.replace(tmp, path)
+
+
+def _attr(value):
+    if isinstance(value, (list, tuple)):
+        return np.asarray(value)
+    return value
+
+
+def write_sequence(path: str, variables: dict, attrs: dict | None = None, units: dict | None = None, overwrite: bool = False, min_frames: int = 1) -> None:
+    """Write {name: (T, H, W) array} as float32 datasets, chunked per frame, atomically."""
+    if not variables:
+        raise UserError("nothing to write: no variables")
+    shapes = set()
+    for name, arr in variables.items():
+        arr = np.asarray(arr)
+        if arr.ndim != 3:
+            raise UserError(f"variable '{name}' must have shape (T, H, W), got {arr.shape}")
+        check_finite(arr, f"variable '{name}'")
+        shapes.add(arr.shape)
+    if len(shapes) != 1:
+        raise UserError(f"variables have different shapes: {sorted(shapes)}")
+    (shape,) = shapes
+    if shape[0] < min_frames:
+        raise UserError(f"sequence has {shape[0]} frames; at least {min_frames} are needed")
+    with atomic_path(path, overwrite) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = _attr(v)
+            for name, arr in variables.items():
+                d = f.create_dataset(name, data=np.asarray(arr, np.float32), chunks=(1, *shape[1:]))
+                d.attrs["units"] = (units or {}).get(name, "1")
+
+
+def _mat_version(path: str) -> str:
+    with open(path, "rb") as f:
+        head = f.read(128)
+    return "7.3" if b"MATLAB 7.3" in head or head[:8] == b"\x89HDF\r\n\x1a\n" else "5"
+
+
+class Archive:
+    """Lazy frame access to one variable of an HDF5 / NetCDF4 / .mat archive.
+
+    ``len(archive)`` is the number of frames; ``archive[a:b]`` reads frames a..b-1 only.
+    The file is opened on first read (after a DataLoader fork), never in ``__init__`` beyond
+    reading the shape.
+    """
+
+    def __init__(self, path: str, var: str, time_axis: int = 0):
+        if not os.path.isfile(path):
+            raise UserError(f"file not found: {path}")
+        self.path, self.var, self._file, self._whole = path, var, None, None
+        ext = os.path.splitext(path)[1].lower()
+        self.kind = "mat5" if ext == ".mat" and _mat_version(path) == "5" else "h5"
+        if self.kind == "mat5":
+            import scipy.io
+
+            names = [n for n, *_ in scipy.io.whosmat(path)]
+            if var not in names:
+                raise UserError(f"{path}: no variable '{var}' (has: {', '.join(names) or 'none'})")
+            self._whole = np.asarray(scipy.io.loadmat(path, variable_names=[var])[var])
+            shape = self._whole.shape
+        else:
+            try:
+                with h5py.File(path, "r") as f:
+                    if var not in f or not isinstance(f[var], h5py.Dataset):
+                        have = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
+                        raise UserError(f"{path}: no variable '{var}' (has: {', '.join(have) or 'none'})")
+                    shape = f[var].shape
+                    self.attrs = dict(f.attrs)
+                    self.units = f[var].attrs.get("units", "")
+            except OSError as exc:
+                raise UserError(f"cannot open {path} as HDF5/NetCDF4/MATLAB 7.3: {exc}") from None
+        if ext == ".mat" and self.kind == "h5":
+            shape = shape[::-1]  # MATLAB v7.3 stores column-major: reverse to MATLAB's order
+        if len(shape) != 3:
+            raise UserError(f"{path}:{var} must be 3-D (frames, H, W), got shape {tuple(shape)}")
+        self.mat73 = ext == ".mat" and self.kind == "h5"
+        self.shape = tuple(int(s) for s in shape)
+        if not hasattr(self, "attrs"):
+            self.attrs, self.units = {}, ""
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _dataset(self):
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        return self._file[self.var]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) as float32 (T, H, W)."""
+        if not 0 <= start <= stop <= len(self):
+            raise UserError(f"{self.path}:{self.var}: frames {start}:{stop} outside 0:{len(self)}")
+        if self.kind == "mat5":
+            out = self._whole[start:stop]
+        elif self.mat73:
+            out = self._dataset()[:, :, start:stop].transpose(2, 1, 0)
+        else:
+            out = self._dataset()[start:stop]
+        out = np.asarray(out, dtype=np.float32)
+        check_finite(out, f"{self.path}:{self.var} frames {start}:{stop}")
+        return out
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        start, stop, step = sl.indices(len(self))
+        return self.read(start, stop)[::step]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __getstate__(self):  # picklable for DataLoader workers: reopen lazily there
+        state = dict(self.__dict__)
+        state["_file"] = None
+        return state
+
+
+def read_frames(path: str, var: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    arc = Archive(path, var)
+    try:
+        return arc.read(start, len(arc) if stop is None else stop)
+    finally:
+        arc.close()

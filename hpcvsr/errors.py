@@ -1,0 +1,59 @@
+"""User-facing errors: one clear line and a non-zero exit, no traceback.
+
+Anything the user can fix (a bad path, a wrong shape, an unknown config key) raises
+:class:`UserError`. Entry points wrap ``main`` with :func:`cli`, which prints
+``hpcvsr: error: <message>`` to stderr and exits with status 2. Programming errors keep
+their traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+
+class UserError(Exception):
+    """A mistake in the user's input, configuration or files."""
+
+
+def cli(main):
+    """Decorate an entry point so that a :class:`UserError` ends it with one line."""
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except UserError as exc:
+            print(f"hpcvsr: error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+def check_finite(array, what: str) -> None:
+    """Raise a UserError when ``array`` (numpy or torch) holds NaN or inf."""
+    import numpy as np
+
+    try:
+        import torch
+
+        if isinstance(array, torch.Tensor):
+            ok = bool(torch.isfinite(array).all())
+        else:
+            ok = bool(np.isfinite(array).all())
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        ok = bool(np.isfinite(array).all())
+    if not ok:
+        raise UserError(f"{what} contains NaN or inf values")
+
+
+def require(module: str, extra: str):
+    """Import an optional module or raise a UserError that says what to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(
+            f"this needs the Python package '{module}': pip install 'hpcvsr[{extra}]'"
+        ) from None

@@ -1,0 +1,161 @@
+"""Quality metrics in torch, batched, on any device, accumulated as sums and counts.
+
+Per-item functions take (N, H, W) tensors and return (N,) tensors:
+
+* :func:`mse`, :func:`mae`, :func:`psnr` (from each item's MSE),
+* :func:`ssim` — Wang et al. 2004 with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01,
+  K2 = 0.03, averaged over the 'valid' region, which equals scikit-image's
+  ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
+
+:class:`MetricSums` keeps sums (squared error, absolute error, pixels, per-item PSNR and SSIM,
+items, and the physical sums for fields) in one float64 vector, so a distributed run reduces them
+with a single all-reduce and divides afterwards: the global PSNR is computed from the global MSE,
+and the mean of per-item PSNR is reported too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def shave(x: torch.Tensor, border: int) -> torch.Tensor:
+    """Drop ``border`` pixels on each side of the last two dimensions."""
+    if border <= 0:
+        return x
+    return x[..., border:-border, border:-border]
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a - b) ** 2).flatten(1).mean(1)
+
+
+def mae(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).abs().flatten(1).mean(1)
+
+
+def psnr_from_mse(m: torch.Tensor | float, data_range: float) -> torch.Tensor:
+    m = torch.as_tensor(m, dtype=torch.float64)
+    return 10.0 * torch.log10(data_range**2 / m.clamp_min(1e-30))
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    return psnr_from_mse(mse(a.double(), b.double()), data_range)
+
+
+def _gauss_1d(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float64) -> torch.Tensor:
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-0.5 * (r / sigma) ** 2)
+    return (g / g.sum()).to(device=device, dtype=dtype)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Per-item SSIM of (N, H, W) tensors (H, W >= ``size``)."""
+    x = a.double().unsqueeze(1)
+    y = b.double().unsqueeze(1)
+    g = _gauss_1d(size, sigma, a.device)
+    gh, gw = g.view(1, 1, size, 1), g.view(1, 1, 1, size)
+
+    def filt(t):
+        return F.conv2d(F.conv2d(t, gh), gw)
+
+    mx, my = filt(x), filt(y)
+    sxx = filt(x * x) - mx * mx
+    syy = filt(y * y) - my * my
+    sxy = filt(x * y) - mx * my
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1)
+
+
+def radial_band_power(x: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """Per-item spectral power at radial wavenumbers above ``cutoff`` (fraction of Nyquist).
+
+    Used for the SR/HR energy ratio at high wavenumbers: with ``cutoff = 1/scale`` it measures the
+    band the low-resolution grid cannot hold, which a super-resolution method must create.
+    """
+    h, w = x.shape[-2:]
+    spec = torch.fft.rfft2(x.double() - x.double().mean(dim=(-2, -1), keepdim=True))
+    power = spec.real**2 + spec.imag**2
+    ky = torch.fft.fftfreq(h, device=x.device).abs() * 2  # fraction of Nyquist
+    kx = torch.fft.rfftfreq(w, device=x.device) * 2
+    k = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
+    mask = (k > cutoff) & (k <= 1.0)
+    return (power * mask).flatten(1).sum(1)
+
+
+# Layout of the sums vector. Keep in one place: reductions rely on it.
+FIELDS = ("se", "ae", "pixels", "psnr", "ssim", "items", "mass_abs", "mass_ref", "hi_sr", "hi_hr")
+
+
+class MetricSums:
+    """Running sums for MSE, MAE, PSNR, SSIM (+ physical metrics), reducible in one collective.
+
+    ``data_range`` is the PSNR / SSIM range of the values given to :meth:`update`;
+    ``unit_scale`` converts those values to physical units (RMSE in physical units is
+    ``sqrt(mse) * unit_scale``); ``spectrum_cutoff`` (fraction of Nyquist, e.g. 1/scale) enables
+    the high-wavenumber energy ratio.
+    """
+
+    def __init__(self, data_range: float = 1.0, unit_scale: float = 1.0, spectrum_cutoff: float | None = None, keep_items: bool = False, device=None):
+        self.data_range = data_range
+        self.unit_scale = unit_scale
+        self.cutoff = spectrum_cutoff
+        self.sums = torch.zeros(len(FIELDS), dtype=torch.float64, device=device)
+        self.items: list[dict] = [] if keep_items else None
+
+    @torch.no_grad()
+    def update(self, sr: torch.Tensor, hr: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
+        """Add a batch of (N, H, W) predictions and references; returns their per-item PSNR.
+
+        ``offset`` is added to both (in the units given) before the mass error, e.g. to turn
+        normalised values back into physical ones for the mean-based mass check.
+        """
+        sr = sr.detach().double().reshape(-1, *sr.shape[-2:])
+        hr = hr.detach().double().reshape(-1, *hr.shape[-2:]).to(sr.device)
+        if self.sums.device != sr.device:
+            self.sums = self.sums.to(sr.device)
+        m, a = mse(sr, hr), mae(sr, hr)
+        p = psnr_from_mse(m, self.data_range).to(sr.device)
+        s = ssim(sr, hr, self.data_range) if min(sr.shape[-2:]) >= 11 else torch.full_like(m, float("nan"))
+        npix = sr.shape[-1] * sr.shape[-2]
+        mean_sr = sr.mean(dim=(-2, -1)) + offset
+        mean_hr = hr.mean(dim=(-2, -1)) + offset
+        hr_abs = (hr + offset).abs().mean(dim=(-2, -1))
+        row = [m.sum() * npix, a.sum() * npix, torch.tensor(float(npix * len(m))), p.sum(), s.sum(), torch.tensor(float(len(m))),
+               (mean_sr - mean_hr).abs().sum(), hr_abs.sum()]
+        if self.cutoff is not None:
+            row += [radial_band_power(sr, self.cutoff).sum(), radial_band_power(hr, self.cutoff).sum()]
+        else:
+            row += [torch.tensor(0.0), torch.tensor(0.0)]
+        self.sums += torch.stack([r.to(self.sums) for r in row])
+        if self.items is not None:
+            for i in range(len(m)):
+                self.items.append({"mse": float(m[i]), "mae": float(a[i]), "psnr": float(p[i]), "ssim": float(s[i])})
+        return p
+
+    def merge(self, other: "MetricSums") -> None:
+        self.sums += other.sums.to(self.sums)
+
+    def summary(self, sums: torch.Tensor | None = None) -> dict:
+        """Metrics from (possibly globally reduced) sums. Reads the device once."""
+        v = dict(zip(FIELDS, (self.sums if sums is None else sums).tolist()))
+        if v["pixels"] == 0:
+            return {}
+        m = v["se"] / v["pixels"]
+        out = {
+            "mse": m,
+            "mae": v["ae"] / v["pixels"],
+            "psnr": float(psnr_from_mse(m, self.data_range)),
+            "psnr_mean": v["psnr"] / v["items"],
+            "ssim": v["ssim"] / v["items"],
+            "rmse_phys": math.sqrt(m) * self.unit_scale,
+            "frames": int(v["items"]),
+        }
+        if v["mass_ref"] > 0:
+            out["mass_rel_err"] = v["mass_abs"] / v["mass_ref"]
+        if self.cutoff is not None and v["hi_hr"] > 0:
+            out["hf_energy_ratio"] = v["hi_sr"] / v["hi_hr"]
+        return out
