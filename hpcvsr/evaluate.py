@@ -61,8 +61,8 @@ def evaluate_images(args, predict) -> MetricSums:
         sr8 = torch.round(sr.clamp(0, 1) * 255.0)
         hr8 = torch.round(hr * 255.0)
         if args.shift:
-            # the FSRCNN authors' x3 alignment ('shave_x3'): compare with a one-pixel offset
-            sr8, hr8 = sr8[1:, 1:], hr8[:-1, :-1]
+            # the FSRCNN authors' x3 alignment ('shave_x3'): their x3 output is one pixel ahead
+            sr8, hr8 = sr8[:-1, :-1], hr8[1:, 1:]
         acc.update(shave(sr8, scale)[None], shave(hr8, scale)[None])
         names.append(name)
     for n, item in zip(names, acc.items):

@@ -1,0 +1,128 @@
+"""Pure index maths: rank blocks, halos, frame windows with end padding, patches and tiles.
+
+Everything here is a function of integers (and numpy arrays of them): no I/O, no torch, no
+global state, so it is tested against hand-written arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def block_range(n: int, ranks: int, rank: int) -> tuple[int, int]:
+    """Contiguous block [start, stop) of ``n`` frames owned by ``rank`` of ``ranks``.
+
+    Blocks are balanced to within one frame; the first ``n % ranks`` ranks get one more.
+
+    >>> [block_range(10, 3, r) for r in range(3)]
+    [(0, 4), (4, 7), (7, 10)]
+    """
+    if ranks < 1 or not 0 <= rank < ranks:
+        raise ValueError(f"rank {rank} outside 0..{ranks - 1}")
+    if n < ranks:
+        raise ValueError(f"{n} frames cannot be shared by {ranks} ranks (at least one frame each)")
+    base, extra = divmod(n, ranks)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def halo_range(start: int, stop: int, n: int, halo: int) -> tuple[int, int]:
+    """Frames to read for a block [start, stop) whose windows reach ``halo`` frames each side.
+
+    Clipped at the sequence ends, where padding supplies the missing frames instead.
+
+    >>> halo_range(4, 7, 10, 2), halo_range(0, 4, 10, 2), halo_range(7, 10, 10, 2)
+    ((2, 9), (0, 6), (5, 10))
+    """
+    return max(0, start - halo), min(n, stop + halo)
+
+
+def pad_index(idx: np.ndarray, n: int, mode: str = "replicate") -> np.ndarray:
+    """Map frame indices outside [0, n) back inside by ``replicate`` or ``reflect`` padding.
+
+    >>> pad_index(np.array([-2, -1, 0, 9, 10, 11]), 10, "replicate").tolist()
+    [0, 0, 0, 9, 9, 9]
+    >>> pad_index(np.array([-2, -1, 0, 9, 10, 11]), 10, "reflect").tolist()
+    [2, 1, 0, 9, 8, 7]
+    """
+    idx = np.asarray(idx)
+    if mode == "replicate":
+        return np.clip(idx, 0, n - 1)
+    if mode == "reflect":
+        if n == 1:
+            return np.zeros_like(idx)
+        period = 2 * (n - 1)
+        m = np.mod(idx, period)
+        return np.where(m < n, m, period - m)
+    raise ValueError(f"unknown padding '{mode}'")
+
+
+def window_indices(centres, n: int, size: int = 5, mode: str = "replicate") -> np.ndarray:
+    """(len(centres), size) global frame indices of the windows centred on ``centres``.
+
+    >>> window_indices([0, 1, 9], 10, 5).tolist()
+    [[0, 0, 0, 1, 2], [0, 0, 1, 2, 3], [7, 8, 9, 9, 9]]
+    """
+    half = size // 2
+    c = np.asarray(centres, dtype=np.int64)[:, None]
+    return pad_index(c + np.arange(-half, half + 1)[None, :], n, mode)
+
+
+def local_window_indices(centres, n: int, read_start: int, read_stop: int, size: int = 5, mode: str = "replicate") -> np.ndarray:
+    """Windows as indices into a buffer holding frames [read_start, read_stop) of the sequence.
+
+    Raises if a window needs a frame the buffer does not hold (a halo too small).
+    """
+    g = window_indices(centres, n, size, mode)
+    if g.size and (g.min() < read_start or g.max() >= read_stop):
+        raise ValueError(f"windows need frames {g.min()}..{g.max()} but the buffer holds {read_start}..{read_stop - 1}")
+    return g - read_start
+
+
+def split_train_val(n: int, val_fraction: float) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Leading frames train, trailing ``val_fraction`` validate: ((0, a), (a, n)).
+
+    >>> split_train_val(100, 0.2)
+    ((0, 80), (80, 100))
+    """
+    n_val = max(1, int(round(n * val_fraction)))
+    if n - n_val < 1:
+        raise ValueError(f"{n} frames leave nothing to train on with val_fraction={val_fraction}")
+    return (0, n - n_val), (n - n_val, n)
+
+
+def patch_origins(rng: np.random.Generator, count: int, frames: int, height: int, width: int, patch: int, scale: int) -> np.ndarray:
+    """(count, 4) rows of (frame, y, x, flip) for random HR patches aligned to the LR grid.
+
+    ``y`` and ``x`` are multiples of ``scale`` so the LR patch starts at (y / s, x / s); ``flip``
+    in 0..3 (bit 0: horizontal, bit 1: vertical).
+    """
+    if patch > height or patch > width:
+        raise ValueError(f"patch {patch} larger than the frame {height}x{width}")
+    t = rng.integers(0, frames, count)
+    y = rng.integers(0, (height - patch) // scale + 1, count) * scale
+    x = rng.integers(0, (width - patch) // scale + 1, count) * scale
+    f = rng.integers(0, 4, count)
+    return np.stack([t, y, x, f], axis=1)
+
+
+def tile_grid(length: int, tile: int, halo: int, align: int = 1) -> list[tuple[int, int, int, int]]:
+    """Overlapping tiles covering [0, length) along one axis.
+
+    Each entry is (read_start, read_stop, keep_start, keep_stop): read ``tile`` pixels plus
+    ``halo`` on each side (clipped at the ends), and keep [keep_start, keep_stop) of the output,
+    in coordinates of the whole axis. Kept ranges are disjoint and cover the axis. All bounds
+    are multiples of ``align`` (the scale, so LR and HR tiles line up).
+
+    >>> tile_grid(10, 4, 2)
+    [(0, 6, 0, 4), (2, 10, 4, 8), (6, 10, 8, 10)]
+    """
+    if tile <= 0 or tile >= length:
+        return [(0, length, 0, length)]
+    if tile % align or halo % align or length % align:
+        raise ValueError(f"tile {tile}, halo {halo} and length {length} must be multiples of {align}")
+    out = []
+    for start in range(0, length, tile):
+        stop = min(length, start + tile)
+        out.append((max(0, start - halo), min(length, stop + halo), start, stop))
+    return out

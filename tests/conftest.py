@@ -1,0 +1,34 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+
+def shared_path(*parts) -> str:
+    """Path under ../shared/data, or skip the test with a reason when it is absent."""
+    path = os.path.join(SHARED, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"reference data not available: {path} (../shared/data is absent outside development/CI)")
+    return path
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """Run ``python -m <args>`` in a subprocess; returns CompletedProcess with text output."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_user_error(proc, *fragments):
+    """One clear error line, non-zero exit, no traceback."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("hpcvsr: error:")]
+    assert len(lines) == 1, proc.stderr
+    for frag in fragments:
+        assert frag in lines[0], (frag, lines[0])

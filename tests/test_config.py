@@ -1,0 +1,62 @@
+import glob
+import os
+
+import pytest
+import yaml
+
+from hpcvsr import config
+from hpcvsr.errors import UserError
+
+from .conftest import ROOT
+
+
+def test_defaults_are_valid_and_overrides_typed():
+    cfg = config.load(None, ["train2d.lr=1e-4", "data.size=[64, 64]", "degrade.method=point"])
+    assert cfg.train2d.lr == 1e-4 and cfg.data.size == [64, 64] and cfg.degrade.method == "point"
+
+
+@pytest.mark.parametrize(
+    "text,expect",
+    [
+        ("train2d: {foo: 1}\n", "unknown key 'train2d.foo'"),
+        ("train2d: {epochs: two}\n", "'train2d.epochs' must be an integer"),
+        ("degrade: {scale: 5}\n", "'degrade.scale' must be one of"),
+        ("nonsense: 1\n", "unknown key 'nonsense'"),
+        ("- a\n- b\n", "top level must be a mapping"),
+    ],
+)
+def test_bad_config_names_key_and_file(tmp_path, text, expect):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(UserError) as e:
+        config.load(str(f))
+    assert expect in str(e.value) and str(f) in str(e.value)
+
+
+def test_bad_override_names_key():
+    with pytest.raises(UserError, match="unknown key 'data.nope'"):
+        config.load(None, ["data.nope=3"])
+    with pytest.raises(UserError, match="section.key=value"):
+        config.load(None, ["data.size"])
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = config.load(None, ["pipeline=3d", "model2d.lr_mult={conv1: 0.1}"])
+    out = tmp_path / "resolved.yaml"
+    config.dump(cfg, str(out))
+    again = config.load(str(out))
+    assert again == cfg
+
+
+def test_every_config_in_configs_and_jobs_parses():
+    files = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+    assert files, "configs/ is empty"
+    for f in files:
+        config.load(f)
+    # every --config a job script passes exists and parses
+    for job in glob.glob(os.path.join(ROOT, "jobs", "*")):
+        words = open(job).read().split()
+        for i, w in enumerate(words):
+            if w == "--config":
+                path = words[i + 1].strip('"').replace("${CONFIG:-", "").rstrip("}")
+                config.load(os.path.join(ROOT, path))
