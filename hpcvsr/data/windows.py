@@ -95,10 +95,14 @@ def patch_origins(rng: np.random.Generator, count: int, frames: int, height: int
     """(count, 4) rows of (frame, y, x, flip) for random HR patches aligned to the LR grid.
 
     ``y`` and ``x`` are multiples of ``scale`` so the LR patch starts at (y / s, x / s); ``flip``
-    in 0..3 (bit 0: horizontal, bit 1: vertical).
+    in 0..3 (bit 0: horizontal, bit 1: vertical). ``frames``, ``height`` and ``width`` may be
+    arrays of length ``count`` (one source frame size per sample).
+
+    >>> bool(patch_origins(np.random.default_rng(0), 3, 10, 16, 16, 8, 2)[:, 1:3].max() <= 8)
+    True
     """
-    if patch > height or patch > width:
-        raise ValueError(f"patch {patch} larger than the frame {height}x{width}")
+    if np.any(np.asarray(height) < patch) or np.any(np.asarray(width) < patch):
+        raise ValueError(f"patch {patch} larger than a frame of {np.min(height)}x{np.min(width)}")
     t = rng.integers(0, frames, count)
     y = rng.integers(0, (height - patch) // scale + 1, count) * scale
     x = rng.integers(0, (width - patch) // scale + 1, count) * scale

@@ -32,3 +32,26 @@ def build(name: str, scale: int, **kwargs):
         return MODELS[name](scale=scale, **kwargs)
     except TypeError as exc:
         raise UserError(f"model '{name}': {exc}") from None
+
+
+def entry(name: str, scale: int, kwargs: dict, parts: dict | None = None) -> dict:
+    """A JSON-like description of a model (what checkpoints store besides the weights)."""
+    e = {"name": name, "scale": scale, "kwargs": dict(kwargs)}
+    if parts:
+        e["parts"] = parts
+    return e
+
+
+def from_entry(e: dict):
+    """Rebuild a model (and load its weights if the entry has them) from :func:`entry`."""
+    from .pipelines import Joint2D3D, Reverse3D2D
+
+    if e["name"] == "joint":
+        model = Joint2D3D(from_entry(e["parts"]["net2d"]), from_entry(e["parts"]["net3d"]))
+    elif e["name"] == "reverse3d2d":
+        model = Reverse3D2D(from_entry(e["parts"]["net3d"]), from_entry(e["parts"]["net2d"]))
+    else:
+        model = build(e["name"], e["scale"], **e["kwargs"])
+    if "state_dict" in e:
+        model.load_state_dict(e["state_dict"])
+    return model

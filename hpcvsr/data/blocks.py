@@ -1,0 +1,116 @@
+"""Per-rank frame blocks read lazily from HDF5: a rank's own frames plus the halo its windows need.
+
+A :class:`Segment` is a contiguous run of frames in one file that is treated as a sequence of
+its own (a training range, a validation range, a held-out file): windows never cross its ends,
+which are padded as configured. :func:`read_block` reads exactly frames
+``halo_range(block_range(...))`` of a segment and records what it read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from . import degrade as dg
+from . import windows as win
+from .sequences import Archive
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: str
+    var: str
+    start: int
+    stop: int
+    name: str = ""
+
+    @property
+    def n(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """x -> (x - lo) / (hi - lo); values are reported back in physical units with :meth:`phys`."""
+
+    lo: float = 0.0
+    hi: float = 1.0
+    units: str = ""
+
+    @property
+    def span(self) -> float:
+        return self.hi - self.lo
+
+    def unit(self, x):
+        return (x - self.lo) / self.span
+
+    def phys(self, x):
+        return x * self.span + self.lo
+
+
+@dataclass
+class Block:
+    """Frames ``read`` = [r0, r1) of a segment (segment-local indices) held by this rank, of which
+    it owns [o0, o1). ``hr`` is normalised (T, H, W); ``lr`` its degradation."""
+
+    segment: Segment
+    own: tuple[int, int]
+    read: tuple[int, int]
+    hr: torch.Tensor
+    lr: torch.Tensor
+    pad: str = "replicate"
+    extra: dict = field(default_factory=dict)  # other buffers in the same frame range (e.g. 2D outputs)
+
+    @property
+    def n_own(self) -> int:
+        return self.own[1] - self.own[0]
+
+    def centres(self) -> np.ndarray:
+        """Segment-local indices of the frames this rank owns."""
+        return np.arange(*self.own)
+
+    def window_index(self, centres, size: int) -> np.ndarray:
+        """(len(centres), size) indices into the buffers for windows around ``centres``."""
+        if size == 1:
+            return np.asarray(centres, dtype=np.int64)[:, None] - self.read[0]
+        return win.local_window_indices(centres, self.segment.n, self.read[0], self.read[1], size, self.pad)
+
+    def own_slice(self) -> slice:
+        return slice(self.own[0] - self.read[0], self.own[1] - self.read[0])
+
+
+def read_block(seg: Segment, world: int, rank: int, halo: int, norm: Normaliser, scale: int, method: str,
+               sigma: float = 1.6, pad: str = "replicate", device=None, reads: list | None = None) -> Block:
+    """Read this rank's block of ``seg`` plus ``halo`` frames each side, normalise and degrade it."""
+    if seg.n < world:
+        raise UserError(f"{seg.path}:{seg.var} frames {seg.start}:{seg.stop} ({seg.n} frames) cannot be shared by {world} ranks; use fewer ranks or more frames")
+    own = win.block_range(seg.n, world, rank)
+    r0, r1 = win.halo_range(*own, seg.n, halo)
+    arc = Archive(seg.path, seg.var)
+    try:
+        data = arc.read(seg.start + r0, seg.start + r1)
+    finally:
+        arc.close()
+    if reads is not None:
+        reads.append({"file": seg.path, "var": seg.var, "start": seg.start + r0, "stop": seg.start + r1})
+    hr = norm.unit(torch.from_numpy(data).to(device=device, dtype=torch.float32))
+    dg.check_divisible(hr.shape, scale, what=f"{seg.path}:{seg.var} frame")
+    lr = dg.degrade(hr, scale, method, sigma)
+    return Block(seg, own, (r0, r1), hr, lr, pad)
+
+
+def local_range(seg: Segment, world: int, rank: int) -> tuple[float, float]:
+    """(min, max) of this rank's own frames of ``seg`` (for the data-derived normalisation)."""
+    a, b = win.block_range(seg.n, world, rank)
+    arc = Archive(seg.path, seg.var)
+    try:
+        lo, hi = np.inf, -np.inf
+        for i in range(a, b, 64):
+            x = arc.read(seg.start + i, seg.start + min(b, i + 64))
+            lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+    finally:
+        arc.close()
+    return lo, hi

@@ -1,0 +1,189 @@
+"""The distributed environment: the only module that calls ``init_process_group``.
+
+Launchers are detected from the environment, in this order (no code change between them):
+
+* torchrun / explicit:  RANK, WORLD_SIZE, LOCAL_RANK
+* Slurm ``srun``:        SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID
+* Open MPI ``mpirun`` and Spectrum MPI under ``jsrun`` (Summit): OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK
+* MPICH / Cray MPICH / Intel MPI: PMI_RANK, PMI_SIZE, MPI_LOCALRANKID (or PMI_LOCAL_RANK)
+* otherwise a single process.
+
+When several ranks run and MASTER_ADDR / MASTER_PORT are not set, rank 0's host name and a free
+port are broadcast with mpi4py (the launcher wire-up); under Slurm without mpi4py the first host
+of the allocation and a port derived from the job id are used. The device is chosen from the
+local rank *before* the process group (NCCL needs it); CPU runs use gloo. Every helper works at
+world size 1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as tdist
+
+from .errors import UserError
+
+LAUNCHERS = (
+    ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+    ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+)
+
+
+def detect(environ=None) -> tuple[str, int, int, int]:
+    """(launcher, rank, world size, local rank) from the environment.
+
+    >>> detect({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "1"})
+    ('openmpi', 1, 2, 1)
+    >>> detect({})
+    ('single', 0, 1, 0)
+    """
+    env = os.environ if environ is None else environ
+    for name, r, w, lr in LAUNCHERS:
+        if r in env and w in env:
+            local = env.get(lr, env.get("PMI_LOCAL_RANK", "0"))
+            if name == "slurm" and int(env[w]) > 1 and "OMPI_COMM_WORLD_RANK" in env:
+                continue  # mpirun inside an allocation: Open MPI's variables describe this job
+            return name, int(env[r]), int(env[w]), int(local)
+    return "single", 0, 1, 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _rendezvous(launcher: str, rank: int) -> None:
+    """Agree on MASTER_ADDR / MASTER_PORT when the launcher did not set them."""
+    if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+        return
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        MPI = None
+    if MPI is not None:
+        comm = MPI.COMM_WORLD
+        addr = (socket.gethostname(), _free_port()) if rank == 0 else None
+        host, port = comm.bcast(addr, root=0)
+        if host == socket.gethostname():
+            host = "127.0.0.1"
+        os.environ.setdefault("MASTER_ADDR", host)
+        os.environ.setdefault("MASTER_PORT", str(port))
+        return
+    if launcher == "slurm":
+        nodes = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], capture_output=True, text=True, check=True)
+        os.environ.setdefault("MASTER_ADDR", nodes.stdout.split()[0])
+        os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+        return
+    raise UserError("several ranks but no MASTER_ADDR/MASTER_PORT: set them, or pip install 'hpcvsr[mpi]' so mpi4py can agree on them")
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    launcher: str = "single"
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks (in place, returned). Sums, never means: divide afterwards."""
+        if self.distributed:
+            tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+        return t
+
+    def all_reduce_max(self, t: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return t
+
+    def all_reduce_min(self, t: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
+        return t
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is true on any rank (a collective decision)."""
+        if not self.distributed:
+            return bool(flag)
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        return bool(self.all_reduce_max(t).item() > 0)
+
+    def broadcast(self, obj, src: int = 0):
+        """Rank ``src``'s Python object on every rank."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        tdist.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.distributed:
+            tdist.barrier()
+
+
+def pick_device(choice: str, local_rank: int) -> torch.device:
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError("device 'cuda' requested but no CUDA device is available")
+    dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+    torch.cuda.set_device(dev)
+    return dev
+
+
+def init(device: str = "auto", timeout_s: float | None = None) -> DistEnv:
+    """Create the process group (if several ranks) and return the environment."""
+    launcher, rank, world, local = detect()
+    dev = pick_device(device, local)
+    if world > 1 and not tdist.is_initialized():
+        _rendezvous(launcher, rank)
+        timeout = datetime.timedelta(seconds=timeout_s or float(os.environ.get("HPCVSR_TIMEOUT", "600")))
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        kwargs = {"device_id": dev} if backend == "nccl" else {}
+        tdist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout, **kwargs)
+    if dev.type == "cpu":
+        local_size = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", os.environ.get("LOCAL_WORLD_SIZE", world))))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_size)))
+    return DistEnv(rank=rank, world=world, local_rank=local, device=dev, launcher=launcher)
+
+
+def shutdown(env: DistEnv) -> None:
+    if env.distributed and tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+class StopFlag:
+    """Set by SIGTERM / SIGUSR1 (Slurm's warning before the walltime); read at step boundaries.
+
+    The decision to stop is collective (:meth:`DistEnv.any`), so every rank checkpoints and exits
+    at the same step even if the signal reached only some of them.
+    """
+
+    def __init__(self):
+        self.raised = False
+        self.signum = None
+
+    def install(self) -> "StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.raised, self.signum = True, signum

@@ -1,0 +1,36 @@
+"""Compositions of a 2D and a 3D network trained end to end."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class Joint2D3D(nn.Module):
+    """LR windows (N, T, h, w) -> 2D network on every frame -> 3D network -> centre frame.
+
+    The single network the study could not build: gradients of the 3D loss reach the 2D stage.
+    """
+
+    def __init__(self, net2d: nn.Module, net3d: nn.Module):
+        super().__init__()
+        self.net2d, self.net3d = net2d, net3d
+        self.crop = getattr(net3d, "crop", 0)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        n, t, h, w = lr.shape
+        frames = self.net2d(lr.reshape(n * t, 1, h, w))
+        return self.net3d(frames.reshape(n, t, *frames.shape[-2:]))
+
+
+class Reverse3D2D(nn.Module):
+    """The reversed order the study proposed: a 3D network fuses the LR window into a better LR
+    centre frame (same size, residual), then the 2D network super-resolves it."""
+
+    def __init__(self, net3d: nn.Module, net2d: nn.Module):
+        super().__init__()
+        self.net3d, self.net2d = net3d, net2d
+        self.crop = 0
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.net2d(self.net3d(lr))

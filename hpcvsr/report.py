@@ -1,0 +1,110 @@
+"""Run reports: ``metrics.json``, ``table.md`` and PNG figures, written atomically by rank 0."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+METHOD_ORDER = ("bicubic", "2d", "3d", "2d_3d", "joint", "3d_2d")
+
+
+def write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, default=float))
+
+
+def _fmt(v, key):
+    if v is None:
+        return "-"
+    if key in ("mse", "mae", "rmse_phys", "mass_rel_err"):
+        return f"{v:.3e}"
+    if key in ("ssim", "hf_energy_ratio"):
+        return f"{v:.4f}"
+    return f"{v:.2f}"
+
+
+def test_table(test: dict, units: str = "") -> str:
+    keys = ("psnr", "psnr_mean", "ssim", "mse", "mae", "rmse_phys", "mass_rel_err", "hf_energy_ratio")
+    head = ["method", "PSNR (dB)", "mean frame PSNR", "SSIM", "MSE", "MAE", f"RMSE ({units or 'phys'})", "mass rel. err", "HF energy SR/HR"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in [m for m in METHOD_ORDER if m in test] + [m for m in test if m not in METHOD_ORDER]:
+        lines.append(f"| {m} | " + " | ".join(_fmt(test[m].get(k), k) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def stage_table(history: list) -> str:
+    """The study's table: epoch 0 vs final, train vs validation."""
+    first, last = history[0], history[-1]
+    lines = ["| | epoch | train MSE | train SSIM | train PSNR | val MSE | val SSIM | val PSNR |", "|---|---|---|---|---|---|---|---|"]
+    for label, h in (("initial", first), ("final", last)):
+        t, v = h["train"], h["val"]
+        lines.append(f"| {label} | {h['epoch']} | {t['mse']:.3e} | {t['ssim']:.4f} | {t['psnr']:.2f} | {v['mse']:.3e} | {v['ssim']:.4f} | {v['psnr']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def figures(run_dir: str, panels: dict, per_frame: dict, histories: dict) -> list[str]:
+    """comparison.png (LR | methods | HR | |error|), temporal.png, curves.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    names = list(panels)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4))
+    hr = panels.get("HR")
+    vmin, vmax = (float(np.min(hr)), float(np.max(hr))) if hr is not None else (None, None)
+    for ax, n in zip(np.atleast_1d(axes), names):
+        img = panels[n]
+        if n.startswith("|error|"):
+            ax.imshow(img, cmap="magma")
+        else:
+            ax.imshow(img, cmap="RdBu_r", vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(n, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    path = os.path.join(run_dir, "comparison.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    out.append(path)
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for m, vals in per_frame.items():
+        ax.plot(np.arange(len(vals)), vals, label=m, lw=1)
+    ax.set_xlabel("frame index (held-out sequence)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("temporal consistency: error over frames")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(run_dir, "temporal.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    out.append(path)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for stage, hist in histories.items():
+        ep = [h["epoch"] for h in hist]
+        axes[0].plot(ep, [h["val"]["psnr"] for h in hist], marker="o", label=f"{stage} validation")
+        axes[0].plot(ep, [h["train"]["psnr"] for h in hist], ls="--", label=f"{stage} train")
+        axes[1].plot(ep[1:], [h["loss"] for h in hist[1:]], marker="o", label=f"{stage} loss")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("PSNR (dB)")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("training MSE")
+    axes[1].set_yscale("log")
+    for a in axes:
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(run_dir, "curves.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    out.append(path)
+    return out

@@ -1,0 +1,172 @@
+"""The training loop: one function, read top to bottom.
+
+``fit`` trains one stage (a model and a :class:`~hpcvsr.pipeline.PatchTask`) with synchronised
+gradients (DistributedDataParallel when several ranks), Adam, an optional schedule, early
+stopping on the globally reduced validation MSE, and an atomic checkpoint of the whole state
+after every epoch and whenever a stop signal arrives. A run directory holding a checkpoint
+resumes where it stopped, mid-epoch included, and ends with the same weights as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from . import checkpoint
+from .config import TrainConfig
+from .dist import DistEnv, StopFlag
+from .errors import UserError
+from .models import weights as weights_mod
+
+log = logging.getLogger("hpcvsr")
+
+
+class Preempted(Exception):
+    """Raised on every rank after the stop checkpoint is written; the job exits 0 to requeue."""
+
+
+def per_rank_batch(global_batch: int, world: int) -> int:
+    """The per-rank batch. The global batch must divide evenly.
+
+    >>> per_rank_batch(16, 4)
+    4
+    """
+    if global_batch % world:
+        raise UserError(f"global batch {global_batch} is not divisible by {world} ranks; set train*.batch_size to a multiple of {world}")
+    return global_batch // world
+
+
+def make_scheduler(opt, kind: str, epochs: int):
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=0.0)
+    if kind == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, epochs // 3), gamma=0.5)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+
+
+def train_step(model, opt, x, y) -> torch.Tensor:
+    """One optimisation step on a per-rank batch; returns the (local) loss, still on the device."""
+    opt.zero_grad(set_to_none=True)
+    loss = F.mse_loss(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def evaluate(task, model, env: DistEnv, split: str) -> dict:
+    """Globally reduced metrics of ``model`` on ``split`` (identical on every rank)."""
+    model.eval()
+    with torch.no_grad():
+        sums = task.evaluate(model, split)
+    model.train()
+    total = env.all_reduce_sum(sums.sums.clone())
+    return sums.summary(total)
+
+
+def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, ckpt_path: str, stop: StopFlag,
+        stage: str, model_entry: dict, config: dict, freeze=(), lr_mult=None) -> list[dict]:
+    """Train ``model`` on ``task``; returns the per-epoch history (epoch 0 = before training)."""
+    b_local = per_rank_batch(tcfg.batch_size, env.world)
+    steps = max(1, tcfg.patches_per_epoch // tcfg.batch_size)
+    opt = torch.optim.Adam(weights_mod.param_groups(model, tcfg.lr, freeze, lr_mult, what=stage))
+    sched = make_scheduler(opt, tcfg.schedule, tcfg.epochs)
+    epoch, step0, history, best, bad = 0, 0, [], math.inf, 0
+    best_state = None
+    if os.path.exists(ckpt_path):
+        state = checkpoint.load(ckpt_path)
+        if state.get("stage") != stage:
+            raise UserError(f"{ckpt_path}: checkpoint of stage '{state.get('stage')}', expected '{stage}'")
+        model.load_state_dict(state["model"]["state_dict"])
+        if state.get("done"):
+            log.info("%s: finished earlier, loaded from %s", stage, ckpt_path)
+            return state["history"]
+        if state["step"] and state["world"] != env.world:
+            raise UserError(f"{ckpt_path}: stopped mid-epoch with {state['world']} ranks; resume with {state['world']} ranks "
+                            f"(checkpoints at epoch boundaries resume at any rank count)")
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        epoch, step0, history = state["epoch"], state["step"], state["history"]
+        best, bad, best_state = state["best"], state["bad_epochs"], state.get("best_state")
+        checkpoint.set_rng_state(state["rng"])
+        log.info("%s: resumed from %s at epoch %d step %d", stage, ckpt_path, epoch, step0)
+
+    net = DDP(model) if env.distributed else model
+
+    def save(next_epoch: int, next_step: int, done: bool = False) -> None:
+        if env.is_root:
+            entry = dict(model_entry, state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()})
+            checkpoint.save(ckpt_path, {
+                "stage": stage, "model": entry, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": next_epoch, "step": next_step, "world": env.world, "history": history, "best": best,
+                "bad_epochs": bad, "best_state": best_state, "rng": checkpoint.rng_state(), "config": config, "done": done,
+            })
+        env.barrier()
+
+    if not history:
+        m0 = evaluate(task, model, env, "val")
+        history.append({"epoch": 0, "val": m0, "train": evaluate(task, model, env, "train"), "loss": None, "lr": tcfg.lr, "seconds": 0.0})
+        best = m0["mse"]
+        best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    t_start = time.time()
+    bar = None
+    if env.is_root:
+        from tqdm import tqdm
+
+        bar = tqdm(total=(tcfg.epochs - epoch) * steps - step0, desc=stage, unit="step", dynamic_ncols=True, leave=True)
+    timed_out = False
+    while epoch < tcfg.epochs and not timed_out:
+        rng = np.random.default_rng([tcfg.seed, epoch])  # the same stream on every rank
+        origins = task.sample(rng, steps * b_local)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
+        t_epoch = time.time()
+        for step in range(step0, steps):
+            x, y = task.batch(origins[step * b_local : (step + 1) * b_local])
+            loss_sum += train_step(net, opt, x, y).double()
+            flags = torch.tensor([float(stop.raised), float(bool(tcfg.max_minutes) and time.time() - t_start > 60 * tcfg.max_minutes)], device=env.device)
+            flags = env.all_reduce_max(flags).tolist()  # one collective: every rank decides alike
+            if bar is not None:
+                done_frames = (step - step0 + 1) * tcfg.batch_size * task.frames_per_sample
+                bar.set_postfix_str(f"epoch {epoch + 1}/{tcfg.epochs} {done_frames / max(1e-9, time.time() - t_epoch):.0f} frames/s", refresh=False)
+                bar.update()
+            if flags[0]:
+                save(epoch, step + 1)
+                log.info("%s: stop signal: checkpoint at epoch %d step %d written", stage, epoch, step + 1)
+                if bar is not None:
+                    bar.close()
+                raise Preempted(stage)
+            if flags[1]:
+                timed_out = True
+                log.info("%s: time limit of %.1f min reached in epoch %d", stage, tcfg.max_minutes, epoch + 1)
+                break
+        n_steps = (step + 1 - step0) if steps > step0 else 0
+        step0 = 0
+        sched.step()
+        loss = float(env.all_reduce_sum(loss_sum.clone())) / max(1, n_steps * env.world)
+        val = evaluate(task, model, env, "val")
+        history.append({"epoch": epoch + 1, "val": val, "train": evaluate(task, model, env, "train"), "loss": loss,
+                        "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t_start})
+        log.info("%s epoch %d: loss %.3e val mse %.3e psnr %.2f ssim %.4f", stage, epoch + 1, loss, val["mse"], val["psnr"], val["ssim"])
+        if val["mse"] < best:
+            best, bad, best_state = val["mse"], 0, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        else:
+            bad += 1
+        epoch += 1
+        save(epoch, 0)
+        if tcfg.patience and bad >= tcfg.patience:
+            log.info("%s: early stop after %d epochs without improvement", stage, bad)
+            break
+    if bar is not None:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)  # the best validation epoch (identical on every rank)
+    save(epoch, 0, done=True)
+    return history

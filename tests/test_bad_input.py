@@ -1,0 +1,93 @@
+"""Every user mistake: one clear error line, non-zero exit, no traceback, nothing partial left."""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from .conftest import assert_user_error, run_cli
+
+
+def _archive(path, data, var="h"):
+    with h5py.File(path, "w") as f:
+        f[var] = data
+
+
+def _no_results(run_dir):
+    if not os.path.isdir(run_dir):
+        return
+    for root, _, files in os.walk(run_dir):
+        for f in files:
+            assert ".tmp" not in f, f
+            assert f not in ("metrics.json", "model.pt", "table.md"), f
+
+
+def _train(tmp_path, archive, *sets):
+    run_dir = str(tmp_path / "run")
+    proc = run_cli("hpcvsr.train", "--run-dir", run_dir, "--set", "data.source=archive", "--set", f"data.path={archive}",
+                   "--set", "model2d.init=", *sum((["--set", s] for s in sets), []))
+    return proc, run_dir
+
+
+GOOD = np.random.default_rng(0).random((40, 32, 32)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "name,data,sets,fragments",
+    [
+        ("wrong_shape", GOOD[0], [], ["must be 3-D"]),
+        ("nan", np.where(np.arange(32)[None, None, :] == 3, np.nan, GOOD).astype(np.float32), [], ["NaN or inf"]),
+        ("inf", np.where(np.arange(32)[None, None, :] == 3, np.inf, GOOD).astype(np.float32), [], ["NaN or inf"]),
+        ("short", GOOD[:8], ["data.val_fraction=0.5"], ["at least 5 are needed"]),
+        ("not_divisible", GOOD[:, :30, :30], ["degrade.scale=4", "train2d.patch=16", "train3d.patch=16"], ["not divisible by the scale 4"]),
+        ("missing_var", GOOD, ["data.var=zeta"], ["no variable 'zeta'"]),
+    ],
+)
+def test_train_rejects_bad_data(tmp_path, name, data, sets, fragments):
+    path = str(tmp_path / f"{name}.h5")
+    _archive(path, data)
+    proc, run_dir = _train(tmp_path, path, *sets)
+    assert_user_error(proc, *fragments)
+    _no_results(run_dir)
+
+
+def test_train_missing_file(tmp_path):
+    proc, run_dir = _train(tmp_path, str(tmp_path / "nope.h5"))
+    assert_user_error(proc, "file not found", "nope.h5")
+    _no_results(run_dir)
+
+
+def test_unknown_config_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train2d:\n  epoch: 3\n")
+    proc = run_cli("hpcvsr.train", "--config", str(cfg), "--run-dir", str(tmp_path / "run"))
+    assert_user_error(proc, "unknown key 'train2d.epoch'", str(cfg))
+    assert not (tmp_path / "run").exists()
+    proc = run_cli("hpcvsr.evaluate", "--method", "bicubic", "--images", str(tmp_path), "--set", "foo.bar=1")
+    assert_user_error(proc, "unknown key 'foo.bar'")
+
+
+def test_evaluate_bad_inputs(tmp_path):
+    proc = run_cli("hpcvsr.evaluate", "--images", str(tmp_path / "none"), "--json", str(tmp_path / "o.json"))
+    assert_user_error(proc, "image folder not found")
+    path = str(tmp_path / "odd.h5")
+    _archive(path, GOOD[:, :30, :30])
+    proc = run_cli("hpcvsr.evaluate", "--sequence", path, "--scale", "4", "--json", str(tmp_path / "o.json"))
+    assert_user_error(proc, "not divisible by the scale 4")
+    assert not os.listdir(tmp_path) == [] and not (tmp_path / "o.json").exists()
+
+
+def test_data_cli_refuses_overwrite_and_leaves_nothing_partial(tmp_path):
+    out = tmp_path / "p.h5"
+    out.write_bytes(b"precious")
+    proc = run_cli("hpcvsr.data", "phantom", "--frames", "3", "--size", "16", "16", "--out", str(out))
+    assert_user_error(proc, "exists; refusing to overwrite")
+    assert out.read_bytes() == b"precious"
+    proc = run_cli("hpcvsr.data", "archive", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "x.h5"))
+    assert_user_error(proc, "file not found")
+    nan = str(tmp_path / "nan.h5")
+    _archive(nan, np.full((3, 8, 8), np.nan, np.float32))
+    proc = run_cli("hpcvsr.data", "archive", nan, "--out", str(tmp_path / "y.h5"))
+    assert_user_error(proc, "NaN or inf")
+    assert sorted(os.listdir(tmp_path)) == ["nan.h5", "p.h5"]
