@@ -103,7 +103,7 @@ def segments(cfg: Config, env: DistEnv, data_dir: str) -> tuple[list, list, list
     return train, val, test
 
 
-def normaliser(cfg: Config, env: DistEnv, train: list) -> bl.Normaliser:
+def normaliser(cfg: Config, env: DistEnv, train: list, reads: list | None = None) -> bl.Normaliser:
     d = cfg.data
     units = str(sequences.Archive(train[0].path, train[0].var).units or "")
     if d.normalise == "none":
@@ -112,7 +112,7 @@ def normaliser(cfg: Config, env: DistEnv, train: list) -> bl.Normaliser:
         return bl.Normaliser(float(d.norm_range[0]), float(d.norm_range[1]), units)
     lo, hi = np.inf, -np.inf
     for s in train:
-        a, b = bl.local_range(s, env.world, env.rank)
+        a, b = bl.local_range(s, env.world, env.rank, reads)
         lo, hi = min(lo, a), max(hi, b)
     lo = float(env.all_reduce_min(torch.tensor([lo], dtype=torch.float64, device=env.device)).item())
     hi = float(env.all_reduce_max(torch.tensor([hi], dtype=torch.float64, device=env.device)).item())

@@ -19,8 +19,8 @@ import time
 
 import torch
 
+from . import checkpoint, dist, pipeline, report, trainer
 from . import config as config_mod
-from . import dist, pipeline, report, trainer
 from .data import degrade as dg
 from .errors import UserError, cli
 from .models import MODELS_2D, MODELS_3D, build, entry
@@ -119,9 +119,9 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
 
     # --- data: every rank reads its own block (+ halo) of every segment -------------------------
     train_segs, val_segs, test_segs = pipeline.segments(cfg, env, os.path.join(run_dir, "data"))
-    norm = pipeline.normaliser(cfg, env, train_segs)
+    reads: list = []  # every frame range this rank reads from disk (logs/reads_rank*.json)
+    norm = pipeline.normaliser(cfg, env, train_segs, reads)
     halo = 0 if pipe == "2d" else cfg.windows.size // 2
-    reads: list = []
     train_b = pipeline.load_blocks(train_segs, cfg, env, norm, halo, reads)
     val_b = pipeline.load_blocks(val_segs, cfg, env, norm, halo, reads)
     test_b = pipeline.load_blocks(test_segs, cfg, env, norm, halo, reads)
@@ -130,6 +130,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     flips = cfg.degrade.method in ("bicubic", "block_mean")
 
     # --- stage 1: the 2D network ----------------------------------------------------------------
+    torch.manual_seed(cfg.train2d.seed)  # model initialisation is reproducible (and so is a resumed run)
     model2d, entry2d = build_2d(cfg)
     model2d.to(env.device)
     histories = {}
@@ -145,6 +146,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     window = cfg.windows.size
     if pipe != "2d":
         t3 = cfg.train3d
+        torch.manual_seed(t3.seed + 1)
         all_blocks = train_b + val_b + test_b
         if pipe == "2d_3d":
             net, entry_final = build_3d(cfg)
@@ -187,6 +189,10 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         net.eval()
         methods[pipe] = (lambda x: net(x), window, source, crop)
     test, per_frame = pipeline.evaluate_methods(methods, test_b, crop, norm, scale, env)
+    final_net = net if net is not None else model2d
+    fingerprint = checkpoint.state_hash(final_net.state_dict())
+    log.info("rank %d final parameters sha256 %s", env.rank, fingerprint)
+    report.write_text(os.path.join(run_dir, "logs", f"params_rank{env.rank}.txt"), fingerprint + "\n")
 
     if env.is_root:
         final = {
@@ -194,11 +200,9 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
             "window": window, "pad": cfg.windows.pad, "crop": crop, "var": train_segs[0].var,
             "normaliser": {"lo": norm.lo, "hi": norm.hi, "units": norm.units},
             "net2d": dict(entry2d, state_dict={k: v.cpu() for k, v in model2d.state_dict().items()}),
-            "net": dict(entry_final, state_dict={k: v.cpu() for k, v in net.state_dict().items()}) if net is not None else None,
+            "model": dict(entry_final, state_dict={k: v.cpu() for k, v in final_net.state_dict().items()}),
             "config": cfg_dict, "format": "hpcvsr-1",
         }
-        from . import checkpoint
-
         checkpoint.save(os.path.join(run_dir, "model.pt"), final)
         out = {
             "pipeline": pipe, "scale": scale, "degrade": cfg.degrade.method, "ranks": env.world, "crop": crop,

@@ -32,3 +32,26 @@ def assert_user_error(proc, *fragments):
     assert len(lines) == 1, proc.stderr
     for frag in fragments:
         assert frag in lines[0], (frag, lines[0])
+
+
+def mpirun_cmd(n: int, *args) -> list:
+    """``mpirun -n N python -m ...`` with the MPI of this environment, or skip with a reason."""
+    pytest.importorskip("mpi4py", reason="mpi4py not installed (pip install 'hpcvsr[mpi]')")
+    import shutil
+
+    exe = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    exe = exe if os.path.exists(exe) else shutil.which("mpirun")
+    if not exe:
+        pytest.skip("no mpirun found (pip install 'hpcvsr[mpi]' provides Open MPI)")
+    return [exe, "-n", str(n), "--oversubscribe", sys.executable, *args]
+
+
+def mpi_env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    e.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", HPCVSR_TIMEOUT="120")
+    return e
+
+
+def run_mpi(n: int, *args, timeout=900):
+    return subprocess.run(mpirun_cmd(n, *args), env=mpi_env(), capture_output=True, text=True, timeout=timeout)

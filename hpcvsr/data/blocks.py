@@ -89,23 +89,21 @@ def read_block(seg: Segment, world: int, rank: int, halo: int, norm: Normaliser,
         raise UserError(f"{seg.path}:{seg.var} frames {seg.start}:{seg.stop} ({seg.n} frames) cannot be shared by {world} ranks; use fewer ranks or more frames")
     own = win.block_range(seg.n, world, rank)
     r0, r1 = win.halo_range(*own, seg.n, halo)
-    arc = Archive(seg.path, seg.var)
+    arc = Archive(seg.path, seg.var, log=reads)
     try:
         data = arc.read(seg.start + r0, seg.start + r1)
     finally:
         arc.close()
-    if reads is not None:
-        reads.append({"file": seg.path, "var": seg.var, "start": seg.start + r0, "stop": seg.start + r1})
     hr = norm.unit(torch.from_numpy(data).to(device=device, dtype=torch.float32))
     dg.check_divisible(hr.shape, scale, what=f"{seg.path}:{seg.var} frame")
     lr = dg.degrade(hr, scale, method, sigma)
     return Block(seg, own, (r0, r1), hr, lr, pad)
 
 
-def local_range(seg: Segment, world: int, rank: int) -> tuple[float, float]:
+def local_range(seg: Segment, world: int, rank: int, reads: list | None = None) -> tuple[float, float]:
     """(min, max) of this rank's own frames of ``seg`` (for the data-derived normalisation)."""
     a, b = win.block_range(seg.n, world, rank)
-    arc = Archive(seg.path, seg.var)
+    arc = Archive(seg.path, seg.var, log=reads)
     try:
         lo, hi = np.inf, -np.inf
         for i in range(a, b, 64):

@@ -89,10 +89,10 @@ class Archive:
     reading the shape.
     """
 
-    def __init__(self, path: str, var: str, time_axis: int = 0):
+    def __init__(self, path: str, var: str, log: list | None = None):
         if not os.path.isfile(path):
             raise UserError(f"file not found: {path}")
-        self.path, self.var, self._file, self._whole = path, var, None, None
+        self.path, self.var, self._file, self._whole, self.log = path, var, None, None, log
         ext = os.path.splitext(path)[1].lower()
         self.kind = "mat5" if ext == ".mat" and _mat_version(path) == "5" else "h5"
         if self.kind == "mat5":
@@ -135,6 +135,8 @@ class Archive:
         """Frames [start, stop) as float32 (T, H, W)."""
         if not 0 <= start <= stop <= len(self):
             raise UserError(f"{self.path}:{self.var}: frames {start}:{stop} outside 0:{len(self)}")
+        if self.log is not None:
+            self.log.append({"file": self.path, "var": self.var, "start": start, "stop": stop})
         if self.kind == "mat5":
             out = self._whole[start:stop]
         elif self.mat73:
