@@ -53,10 +53,16 @@ def test_every_config_in_configs_and_jobs_parses():
     assert files, "configs/ is empty"
     for f in files:
         config.load(f)
-    # every --config a job script passes exists and parses
+    # every config a job script names exists and parses; every job passes only --config and overrides
+    import re
+
+    used = set()
     for job in glob.glob(os.path.join(ROOT, "jobs", "*")):
-        words = open(job).read().split()
-        for i, w in enumerate(words):
-            if w == "--config":
-                path = words[i + 1].strip('"').replace("${CONFIG:-", "").rstrip("}")
-                config.load(os.path.join(ROOT, path))
+        text = open(job).read()
+        used |= set(re.findall(r"configs/[\w.-]+\.yaml", text))
+        for call in re.findall(r"python -m hpcvsr\.(?:train|infer)([^\n&]*)", text):
+            flags = set(re.findall(r"--[\w-]+", call))
+            assert flags <= {"--config", "--run-dir", "--input", "--var", "--output", "--degrade", "--reference", "--set"}, (job, flags)
+    assert used, "no job script names a config"
+    for path in used:
+        config.load(os.path.join(ROOT, path))

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import BicubicUp, prelu
+from .layers import BicubicUp, he_init, prelu
 
 
 def _conv3d(cin, cout, k, pad):
@@ -43,6 +43,7 @@ class VSR3D(nn.Module):
         self.valid_acts = nn.ModuleList(prelu(0.0) for _ in range(self.n_valid))
         self.recon = nn.Conv2d(width, 1, 5, padding=2, padding_mode="replicate")
         self.recon_act = None if residual else prelu(0.0)
+        he_init(self)
         if residual:
             nn.init.zeros_(self.recon.weight)
             nn.init.zeros_(self.recon.bias)
@@ -82,6 +83,7 @@ class SRNet3D(nn.Module):
             _conv3d(chans[i], chans[i + 1], 3, "same" if i < layers - n_valid else (0, 1, 1)) for i in range(layers)
         )
         self.tail = nn.Conv2d(width, scale * scale, 3, padding=1, padding_mode="replicate")
+        he_init(self)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
         self.up = BicubicUp(scale)
