@@ -92,7 +92,7 @@ class Config:
     windows: WindowConfig = field(default_factory=WindowConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     device: str = "auto"  # auto | cpu | cuda
-    log_every: int = 20
+    threads: int = 0  # CPU threads per rank (0: the node's cores / ranks on the node)
 
 
 CHOICES = {

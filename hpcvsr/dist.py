@@ -148,8 +148,13 @@ def pick_device(choice: str, local_rank: int) -> torch.device:
     return dev
 
 
-def init(device: str = "auto", timeout_s: float | None = None) -> DistEnv:
-    """Create the process group (if several ranks) and return the environment."""
+def init(device: str = "auto", threads: int = 0, timeout_s: float | None = None) -> DistEnv:
+    """Create the process group (if several ranks) and return the environment.
+
+    ``threads``: CPU threads per rank (0: the node's cores shared by its ranks). Results are
+    bitwise reproducible across rank counts only at equal threads per rank: oneDNN's reduction
+    order depends on the thread count (differences are float round-off, ~1e-7 relative).
+    """
     launcher, rank, world, local = detect()
     dev = pick_device(device, local)
     if world > 1 and not tdist.is_initialized():
@@ -158,7 +163,9 @@ def init(device: str = "auto", timeout_s: float | None = None) -> DistEnv:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         kwargs = {"device_id": dev} if backend == "nccl" else {}
         tdist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout, **kwargs)
-    if dev.type == "cpu":
+    if threads:
+        torch.set_num_threads(threads)
+    elif dev.type == "cpu":
         local_size = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", os.environ.get("LOCAL_WORLD_SIZE", world))))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_size)))
     return DistEnv(rank=rank, world=world, local_rank=local, device=dev, launcher=launcher)

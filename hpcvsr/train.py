@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     p.add_argument("--run-dir", default="runs/quickstart", help="output and checkpoint folder (default runs/quickstart)")
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, args.overrides)
-    env = dist.init(cfg.device)
+    env = dist.init(cfg.device, cfg.threads)
     try:
         return run(cfg, env, args.run_dir)
     except trainer.Preempted:

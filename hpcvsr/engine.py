@@ -1,0 +1,104 @@
+"""Apply a trained run to low-resolution frames: 2D and 3D stages fused per chunk of frames.
+
+:class:`Predictor` loads ``model.pt`` of a run directory and maps a buffer of normalised LR
+frames (own frames plus the halo its windows need) to super-resolved centre frames. The
+intermediate 2D frames stay in memory. Frames too large for memory are processed in spatial
+tiles with overlapping halos (:func:`~hpcvsr.data.windows.tile_grid`), which reproduce the
+untiled output to float tolerance. Computation is batched in groups aligned to global frame
+indices, so a frame's result does not depend on how frames are spread over ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .data import degrade as dg
+from .data import windows as win
+from .data.blocks import Normaliser
+from .errors import UserError
+from .models import from_entry
+
+
+class Predictor:
+    def __init__(self, run_dir: str, device, batch: int = 8, tile: int = 0, tile_halo: int = 16, autocast: str = "none"):
+        import os
+
+        path = os.path.join(run_dir, "model.pt")
+        if not os.path.exists(path):
+            raise UserError(f"{run_dir}: no model.pt (is it a finished training run directory?)")
+        state = checkpoint.load(path)
+        self.hash = checkpoint.file_hash(path)
+        self.pipeline, self.scale = state["pipeline"], state["scale"]
+        self.degrade, self.sigma = state["degrade"], state.get("blur_sigma", 1.6)
+        self.window, self.pad, self.crop = state["window"], state["pad"], state["crop"]
+        self.var = state.get("var", "")
+        n = state["normaliser"]
+        self.norm = Normaliser(n["lo"], n["hi"], n.get("units", ""))
+        self.device, self.batch, self.tile, self.tile_halo = device, batch, tile, tile_halo
+        self.autocast = autocast
+        self.net2d = from_entry(state["net2d"]).to(device).eval()
+        self.net = from_entry(state["model"]).to(device).eval() if state["pipeline"] != "2d" else None
+        self.win_size = 1 if self.pipeline == "2d" else self.window  # frames per window
+        self.halo = self.win_size // 2
+        if tile and tile % self.scale == 0 and tile_halo * self.scale < self.crop:
+            raise UserError("infer.tile halo is smaller than the model's border crop")
+
+    def _ctx(self):
+        if self.autocast == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def _frames(self, lr: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        """Whole-frame prediction: LR buffer (T, h, w), windows ``idx`` (k, window) -> (k, H', W')."""
+        p, b = self.pipeline, self.batch
+        with self._ctx():
+            if p == "2d":
+                centre = torch.from_numpy(idx[:, idx.shape[1] // 2]).to(lr.device)
+                out = torch.cat([self.net2d(lr[centre[i : i + b]].unsqueeze(1)) for i in range(0, len(centre), b)])
+                return out.squeeze(1).float()
+            if p == "2d_3d":
+                need = np.unique(idx)
+                sr = torch.empty((lr.shape[0], lr.shape[1] * self.scale, lr.shape[2] * self.scale), device=lr.device)
+                for i in range(0, len(need), b):
+                    sel = torch.from_numpy(need[i : i + b]).to(lr.device)
+                    sr[sel] = self.net2d(lr[sel].unsqueeze(1)).squeeze(1).float()
+                src = sr
+            elif p == "3d" and getattr(self.net, "input_space", "hr") == "hr":
+                src = dg.upscale(lr, self.scale)
+            else:  # 3d (LR model), joint, 3d_2d: windows of LR frames
+                src = lr
+            t = torch.from_numpy(idx).to(lr.device)
+            out = [self.net(src[t[i : i + b]]) for i in range(0, len(t), b)]
+            return torch.cat(out).squeeze(1).float()
+
+    def predict(self, lr: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        """(k, H - 2 crop, W - 2 crop) super-resolved frames, tiled when ``tile`` is set."""
+        if not self.tile:
+            return self._frames(lr, idx)
+        h, w = lr.shape[-2:]
+        s, c = self.scale, self.crop
+        H, W = h * s, w * s
+        out = torch.empty((len(idx), H - 2 * c, W - 2 * c), device=lr.device)
+        t_lr, halo = max(1, self.tile // s), self.tile_halo
+        for r0, r1, k0, k1 in win.tile_grid(h, t_lr, halo):
+            for q0, q1, j0, j1 in win.tile_grid(w, t_lr, halo):
+                part = self._frames(lr[:, r0:r1, q0:q1].contiguous(), idx)
+                # the tile's output covers HR rows [r0 s + c, r1 s - c); keep [k0 s, k1 s) within the frame's [c, H - c)
+                y0, y1 = max(k0 * s, c), min(k1 * s, H - c)
+                x0, x1 = max(j0 * s, c), min(j1 * s, W - c)
+                out[:, y0 - c : y1 - c, x0 - c : x1 - c] = part[:, y0 - (r0 * s + c) : y1 - (r0 * s + c), x0 - (q0 * s + c) : x1 - (q0 * s + c)]
+        return out
+
+
+def chunks(n_frames: int, chunk: int) -> list[tuple[int, int]]:
+    """Global frame chunks [a, b) of ``chunk`` frames (the last may be shorter).
+
+    >>> chunks(10, 4)
+    [(0, 4), (4, 8), (8, 10)]
+    """
+    return [(a, min(n_frames, a + chunk)) for a in range(0, n_frames, chunk)]

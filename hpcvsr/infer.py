@@ -1,0 +1,183 @@
+"""Super-resolve a simulation archive with a trained run, across ranks, into one HDF5 file.
+
+    srun python -m hpcvsr.infer --run-dir RUN --input ARCHIVE --var h --output OUT.h5 \\
+        [--degrade] [--reference HR_ARCHIVE] [--set infer.tile=256 ...]
+
+``--degrade``: the input is high resolution; it is degraded as in training, super-resolved and
+compared with itself. ``--reference``: a high-resolution archive to compare with. Frames are
+streamed in chunks (``infer.block_frames``) and the chunks are shared by the ranks; each reads
+only its chunks plus the halo frames its windows need. The output's ``sr`` dataset (T, sH, sW)
+is in physical units; with a reference, per-frame and global metrics (reduced across ranks)
+are stored in its ``metrics`` group and printed. A rerun after a crash skips finished chunks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from . import config as config_mod
+from . import dist, metrics
+from .data import degrade as dg
+from .data import windows as win
+from .data.sequences import Archive
+from .engine import Predictor, chunks
+from .errors import UserError, cli
+from .io import h5out
+
+
+def frame_rows(sr: torch.Tensor, hr: torch.Tensor, norm) -> dict:
+    """Per-frame metric rows (normalised units, data range 1; means in physical units)."""
+    sr64, hr64 = sr.double(), hr.double()
+    npix = sr.shape[-1] * sr.shape[-2]
+    return {
+        "se": (((sr64 - hr64) ** 2).flatten(1).sum(1)).cpu().numpy(),
+        "ae": ((sr64 - hr64).abs().flatten(1).sum(1)).cpu().numpy(),
+        "psnr": metrics.psnr(sr64, hr64, 1.0).cpu().numpy(),
+        "ssim": metrics.ssim(sr64, hr64, 1.0).cpu().numpy() if min(sr.shape[-2:]) >= 11 else np.full(len(sr), np.nan),
+        "mean_sr": norm.phys(sr64.mean(dim=(-2, -1))).cpu().numpy(),
+        "mean_hr": norm.phys(hr64.mean(dim=(-2, -1))).cpu().numpy(),
+        "abs_hr": norm.phys(hr64).abs().flatten(1).mean(1).cpu().numpy() * (npix / npix),
+    }
+
+
+def global_metrics(rows: dict, npix: int, span: float, env) -> dict:
+    """Sums of this rank's rows, reduced across ranks in one collective, then divided."""
+    local = torch.tensor([rows["se"].sum(), rows["ae"].sum(), rows["psnr"].sum(), np.nansum(rows["ssim"]), float(len(rows["se"])),
+                          np.abs(rows["mean_sr"] - rows["mean_hr"]).sum(), rows["abs_hr"].sum()], dtype=torch.float64, device=env.device)
+    se, ae, ps, ss, n, dm, ah = env.all_reduce_sum(local).tolist()
+    mse = se / (n * npix)
+    return {"mse": mse, "psnr": float(metrics.psnr_from_mse(mse, 1.0)), "psnr_mean": ps / n, "ssim": ss / n, "mae": ae / (n * npix),
+            "rmse_phys": float(np.sqrt(mse) * span), "mass_rel_err": dm / ah if ah > 0 else float("nan"), "frames": int(n)}
+
+
+@cli
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hpcvsr.infer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", required=True, help="finished training run (holds model.pt)")
+    p.add_argument("--input", required=True, help="archive (HDF5, NetCDF4, .mat)")
+    p.add_argument("--var", default="", help="variable to super-resolve (default: the one the run was trained on)")
+    p.add_argument("--output", required=True, help="output HDF5 file")
+    p.add_argument("--degrade", action="store_true", help="input is high resolution: degrade, super-resolve, compare")
+    p.add_argument("--reference", help="high-resolution archive to compare with")
+    p.add_argument("--ref-var", default="", help="variable in --reference (default: --var)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--consolidate", action="store_true", help="copy a virtual-dataset output into one plain file")
+    p.add_argument("--stats", help="write timings (frames/s, MB/s) as JSON here")
+    config_mod.add_arguments(p)
+    args = p.parse_args(argv)
+    cfg = config_mod.load(args.config, args.overrides)
+    env = dist.init(cfg.device, cfg.threads)
+    try:
+        return run(args, cfg, env)
+    except UserError:
+        raise
+    except BaseException:
+        if env.distributed:
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
+        raise
+    finally:
+        dist.shutdown(env)
+
+
+def run(args, cfg, env) -> int:
+    ic = cfg.infer
+    pred = Predictor(args.run_dir, env.device, ic.batch, ic.tile, autocast=ic.autocast)
+    var = args.var or pred.var
+    arc = Archive(args.input, var)
+    T, H, W = arc.shape
+    s, c, norm = pred.scale, pred.crop, pred.norm
+    if T < env.world:
+        raise UserError(f"{args.input}:{var} has {T} frames, fewer than the {env.world} ranks")
+    if args.degrade and args.reference:
+        raise UserError("use either --degrade (compare with the input) or --reference, not both")
+    if args.degrade:
+        dg.check_divisible((H, W), s, what=f"{args.input}:{var} frame")
+        h, w = H // s, W // s
+    else:
+        h, w = H, W
+    out_shape = (T, h * s - 2 * c, w * s - 2 * c)
+    ref = None
+    if args.reference:
+        ref = Archive(args.reference, args.ref_var or var)
+        if ref.shape != (T, h * s, w * s):
+            raise UserError(f"{args.reference}: shape {ref.shape} does not match the super-resolved {(T, h * s, w * s)}")
+    chunk_list = chunks(T, ic.block_frames)
+    if len(chunk_list) < env.world:
+        raise UserError(f"{T} frames in chunks of {ic.block_frames} give {len(chunk_list)} chunks for {env.world} ranks; lower infer.block_frames")
+    mine = range(*win.block_range(len(chunk_list), env.world, env.rank))
+    attrs = {"scale": s, "pipeline": pred.pipeline, "checkpoint_hash": pred.hash, "run_dir": os.path.abspath(args.run_dir),
+             "source_file": os.path.abspath(args.input), "source_var": var, "degraded_input": bool(args.degrade),
+             "degradation": pred.degrade, "normalisation": json.dumps({"lo": norm.lo, "hi": norm.hi}), "units": str(arc.units or norm.units),
+             "crop": c, "window": pred.win_size, "padding": pred.pad, "tile": ic.tile, "autocast": ic.autocast}
+    out = h5out.SROutput(args.output, out_shape, chunk_list, attrs, env, ic.compression, metrics=bool(args.degrade or ref), overwrite=args.overwrite)
+    finished = out.done()
+    todo = [i for i in mine if i not in finished]
+    skipped = len(mine) - len(todo)
+    print(f"rank {env.rank}: chunks {mine.start}..{mine.stop - 1} of {len(chunk_list)}; {skipped} already written, {len(todo)} to do", flush=True)
+    bar = None
+    if env.is_root:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(chunk_list[i][1] - chunk_list[i][0] for i in todo), desc="infer (rank 0)", unit="frame", dynamic_ncols=True)
+    t0 = time.time()
+    write_s, write_bytes, frames_done = 0.0, 0, 0
+    for cid in todo:
+        a, b = chunk_list[cid]
+        r0, r1 = win.halo_range(a, b, T, pred.halo)
+        x = norm.unit(torch.from_numpy(arc.read(r0, r1)).to(env.device))
+        lr = dg.degrade(x, s, pred.degrade, pred.sigma) if args.degrade else x
+        idx = win.local_window_indices(np.arange(a, b), T, r0, r1, pred.win_size, pred.pad)
+        sr = pred.predict(lr, idx)
+        rows = None
+        if args.degrade or ref is not None:
+            hr = x[a - r0 : b - r0] if args.degrade else norm.unit(torch.from_numpy(ref.read(a, b)).to(env.device))
+            rows = frame_rows(sr, metrics.shave(hr, c), norm)
+        data = norm.phys(sr).float().cpu().numpy()
+        tw = time.time()
+        out.write(cid, data, rows)
+        write_s += time.time() - tw
+        write_bytes += data.nbytes
+        frames_done += b - a
+        print(f"rank {env.rank}: chunk {cid} (frames {a}..{b - 1}) done", flush=True)
+        if bar is not None:
+            bar.update(b - a)
+            bar.set_postfix_str(f"{frames_done * env.world / max(1e-9, time.time() - t0):.1f} frames/s (all ranks, est.)", refresh=False)
+    if bar is not None:
+        bar.close()
+    elapsed = time.time() - t0
+    timing = env.all_reduce_sum(torch.tensor([frames_done, write_bytes, write_s], dtype=torch.float64, device=env.device)).tolist()
+    slowest = env.all_reduce_max(torch.tensor([elapsed], dtype=torch.float64, device=env.device)).item()
+    gm = None
+    if out.metrics:
+        gm = global_metrics(out.read_metrics(mine), out_shape[1] * out_shape[2], norm.span, env)
+    out.finish(gm)
+    if env.is_root:
+        if args.consolidate:
+            h5out.consolidate(args.output)
+        stats = {"ranks": env.world, "frames": T, "frames_computed": int(timing[0]), "seconds": slowest,
+                 "frames_per_s": timing[0] / slowest if slowest > 0 else 0.0,
+                 "write_MB_per_s": timing[1] / 1e6 / timing[2] if timing[2] > 0 else 0.0, "write_mode": out.mode, "metrics": gm}
+        print(f"wrote {args.output}: sr {out_shape} float32 ({out.mode}); {stats['frames_per_s']:.1f} frames/s on {env.world} rank(s), "
+              f"HDF5 writes {stats['write_MB_per_s']:.1f} MB/s", flush=True)
+        if gm:
+            print("global metrics: " + ", ".join(f"{k} {v:.6g}" for k, v in gm.items()), flush=True)
+        if args.stats:
+            with open(args.stats + ".tmp", "w") as f:
+                json.dump(stats, f, indent=2)
+            os.replace(args.stats + ".tmp", args.stats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
