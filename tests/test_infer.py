@@ -1,0 +1,155 @@
+"""Batch inference: rank-count independence, stored metrics, crash/rerun, tiling, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from hpcvsr import metrics
+from hpcvsr.data import degrade as dg
+
+from .conftest import ROOT, assert_user_error, mpi_env, mpirun_cmd, run_cli, run_mpi
+
+TINY = ["--set", "data.frames=25", "--set", "data.size=[32,32]", "--set", "train2d.epochs=1", "--set", "train2d.patches_per_epoch=64",
+        "--set", "train2d.patch=16", "--set", "train3d.epochs=1", "--set", "train3d.patches_per_epoch=16", "--set", "train3d.patch=16",
+        "--set", "train3d.batch_size=4"]
+ONE_THREAD = ["--set", "threads=1"]  # bitwise comparisons across rank counts need equal threads per rank
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("trained")
+    proc = run_cli("hpcvsr.train", "--run-dir", str(d), *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return d
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    path = tmp_path_factory.mktemp("arch") / "swe300.h5"
+    proc = run_cli("hpcvsr.data", "swe", "--frames", "300", "--size", "128", "128", "--seed", "5", "--out", str(path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_rank(run_dir, archive, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "sr.h5"
+    proc = run_cli("hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(archive), "--var", "h", "--output", str(out), "--degrade", *ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _recompute(out_path, archive):
+    """Metrics from the stored data, independently of the writer."""
+    with h5py.File(out_path) as f, h5py.File(archive) as g:
+        sr = torch.from_numpy(f["sr"][:]).double()
+        hr = torch.from_numpy(g["h"][:]).double()
+        norm = json.loads(f.attrs["normalisation"])
+        c = int(f.attrs["crop"])
+        stored = dict(f["metrics"].attrs)
+    if c:
+        hr = hr[..., c:-c, c:-c]
+    lo, span = norm["lo"], norm["hi"] - norm["lo"]
+    srn, hrn = (sr - lo) / span, (hr - lo) / span
+    mse = float(((srn - hrn) ** 2).mean())
+    mean_sr, mean_hr = sr.mean(dim=(1, 2)), hr.mean(dim=(1, 2))
+    return stored, {
+        "mse": mse, "psnr": 10 * np.log10(1 / mse), "mae": float((srn - hrn).abs().mean()),
+        "psnr_mean": float(metrics.psnr(srn, hrn).mean()), "ssim": float(metrics.ssim(srn, hrn).mean()),
+        "mass_rel_err": float((mean_sr - mean_hr).abs().sum() / hr.abs().mean(dim=(1, 2)).sum()),
+    }
+
+
+def test_one_rank_output_layout_and_metrics(one_rank, archive):
+    with h5py.File(one_rank) as f:
+        assert f["sr"].shape == (300, 128, 128) and f["sr"].dtype == np.float32
+        for key in ("scale", "pipeline", "checkpoint_hash", "source_file", "source_var", "normalisation", "units", "crop"):
+            assert key in f.attrs, key
+        assert not np.isnan(f["sr"][:]).any()
+    stored, again = _recompute(one_rank, archive)
+    for k, v in again.items():
+        assert stored[k] == pytest.approx(v, rel=1e-6), k
+    # and the model did better than bicubic on this unseen archive
+    with h5py.File(archive) as g:
+        hr = torch.from_numpy(g["h"][:]).double()
+    span = json.loads(h5py.File(one_rank).attrs["normalisation"])
+    n = (hr - span["lo"]) / (span["hi"] - span["lo"])
+    bic = float(((dg.upscale(dg.degrade(n, 2), 2) - n) ** 2).mean())
+    assert stored["mse"] < bic
+
+
+@pytest.mark.mpi
+def test_two_ranks_identical_to_one_rank_and_one_dataset(run_dir, archive, one_rank, tmp_path):
+    out = tmp_path / "sr2.h5"
+    proc = run_mpi(2, "-m", "hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(archive), "--var", "h", "--output", str(out), "--degrade", *ONE_THREAD)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    with h5py.File(out) as f, h5py.File(one_rank) as g:
+        assert f["sr"].shape == (300, 128, 128)  # one dataset, whatever the writer
+        assert np.array_equal(f["sr"][:], g["sr"][:])
+        for k in g["metrics"]:
+            assert np.array_equal(f["metrics"][k][:], g["metrics"][k][:]), k
+    stored, again = _recompute(out, archive)
+    for k, v in again.items():
+        assert stored[k] == pytest.approx(v, rel=1e-6), k
+
+
+@pytest.mark.mpi
+def test_killed_job_resumes_without_redoing_finished_chunks(run_dir, archive, one_rank, tmp_path):
+    out = tmp_path / "sr.h5"
+    args = ["-m", "hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(archive), "--var", "h", "--output", str(out), "--degrade",
+            "--set", "infer.block_frames=16", *ONE_THREAD]
+    proc = subprocess.Popen(mpirun_cmd(2, *args), env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = 0
+    deadline = time.time() + 300
+    for line in proc.stdout:
+        done += " done" in line and "chunk" in line
+        if done >= 4 or time.time() > deadline:
+            break
+    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
+        os.kill(int(pid), signal.SIGKILL)  # a crash: no chance to clean up
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not out.exists()  # nothing looks complete
+    again = run_mpi(2, *args)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    skipped = sum(int(l.split(";")[1].split()[0]) for l in again.stdout.splitlines() if "already written" in l)
+    assert skipped >= 4
+    redone = sum(1 for l in again.stdout.splitlines() if " done" in l and "chunk" in l)
+    assert redone == 19 - skipped  # 300 frames in chunks of 16
+    with h5py.File(out) as f, h5py.File(one_rank) as g:
+        assert np.array_equal(f["sr"][:], g["sr"][:])
+
+
+def test_tiled_equals_untiled(run_dir, archive, tmp_path):
+    small = tmp_path / "small.h5"
+    with h5py.File(archive) as g, h5py.File(small, "w") as f:
+        f["h"] = g["h"][:12]
+    outs = []
+    for tile in (0, 48):
+        out = tmp_path / f"t{tile}.h5"
+        proc = run_cli("hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(small), "--var", "h", "--output", str(out), "--degrade",
+                       "--set", f"infer.tile={tile}", "--consolidate")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        with h5py.File(out) as f:
+            assert not f["sr"].is_virtual  # consolidated into one plain file
+            outs.append(f["sr"][:])
+    assert np.abs(outs[0] - outs[1]).max() <= 1e-5 * max(1.0, np.abs(outs[0]).max())
+
+
+def test_infer_refuses_to_overwrite_and_checks_reference(run_dir, archive, one_rank, tmp_path):
+    before = os.path.getmtime(one_rank)
+    proc = run_cli("hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(archive), "--var", "h", "--output", str(one_rank), "--degrade")
+    assert_user_error(proc, "exists; refusing to overwrite")
+    assert os.path.getmtime(one_rank) == before
+    proc = run_cli("hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(archive), "--var", "h", "--output", str(tmp_path / "x.h5"),
+                   "--reference", str(archive))
+    assert_user_error(proc, "does not match the super-resolved")
+    proc = run_cli("hpcvsr.infer", "--run-dir", str(tmp_path), "--input", str(archive), "--output", str(tmp_path / "y.h5"))
+    assert_user_error(proc, "no model.pt")
