@@ -153,3 +153,16 @@ def test_infer_refuses_to_overwrite_and_checks_reference(run_dir, archive, one_r
     assert_user_error(proc, "does not match the super-resolved")
     proc = run_cli("hpcvsr.infer", "--run-dir", str(tmp_path), "--input", str(archive), "--output", str(tmp_path / "y.h5"))
     assert_user_error(proc, "no model.pt")
+
+
+@pytest.mark.mpi
+def test_mpi_io_path_when_parallel_h5py_is_present(run_dir, archive, one_rank, tmp_path):
+    if not h5py.get_config().mpi:
+        pytest.skip("h5py is serial here (h5py.get_config().mpi is False): the MPI-IO writer needs h5py built against parallel HDF5")
+    out = tmp_path / "mpio.h5"
+    proc = run_mpi(2, "-m", "hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(archive), "--var", "h", "--output", str(out), "--degrade", *ONE_THREAD)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "(mpio)" in proc.stdout
+    with h5py.File(out) as f, h5py.File(one_rank) as g:
+        assert not f["sr"].is_virtual
+        assert np.array_equal(f["sr"][:], g["sr"][:])
