@@ -138,7 +138,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         t2 = cfg.train2d
         task = pipeline.PatchTask(train_b, val_b, "lr", 1, 0, scale, t2.patch, flips)
         histories["2d"] = trainer.fit(task, model2d, t2, env, os.path.join(run_dir, "ckpt_2d.pt"), stop, "2d", entry2d, cfg_dict,
-                                      cfg.model2d.freeze, cfg.model2d.lr_mult)
+                                      cfg.model2d.freeze, cfg.model2d.lr_mult, what="model2d")
 
     # --- stage 2: the 3D network (or the end-to-end composition) --------------------------------
     net = None
@@ -173,8 +173,11 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         net.to(env.device)
         crop = getattr(net, "crop", 0)
         task = pipeline.PatchTask(train_b, val_b, source, window, crop, scale, t3.patch, flips)
-        freeze = cfg.model3d.freeze if pipe in ("2d_3d", "3d") else [f"net3d.{n}" for n in cfg.model3d.freeze]
-        histories[pipe] = trainer.fit(task, net, t3, env, os.path.join(run_dir, f"ckpt_{pipe}.pt"), stop, pipe, entry_final, cfg_dict, freeze)
+        prefix = "" if pipe in ("2d_3d", "3d") else "net3d."
+        freeze = [prefix + n for n in cfg.model3d.freeze]
+        lr_mult = {prefix + k: v for k, v in cfg.model3d.lr_mult.items()}
+        histories[pipe] = trainer.fit(task, net, t3, env, os.path.join(run_dir, f"ckpt_{pipe}.pt"), stop, pipe, entry_final, cfg_dict,
+                                      freeze, lr_mult, what="model3d")
     crop = getattr(net, "crop", 0) if net is not None else 0
 
     # --- held-out evaluation: every method on the same crop ---------------------------------------

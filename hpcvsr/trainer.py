@@ -73,11 +73,14 @@ def evaluate(task, model, env: DistEnv, split: str) -> dict:
 
 
 def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, ckpt_path: str, stop: StopFlag,
-        stage: str, model_entry: dict, config: dict, freeze=(), lr_mult=None) -> list[dict]:
-    """Train ``model`` on ``task``; returns the per-epoch history (epoch 0 = before training)."""
+        stage: str, model_entry: dict, config: dict, freeze=(), lr_mult=None, what: str = "model") -> list[dict]:
+    """Train ``model`` on ``task``; returns the per-epoch history (epoch 0 = before training).
+
+    ``what`` names the config section of ``freeze`` / ``lr_mult`` in error messages.
+    """
     b_local = per_rank_batch(tcfg.batch_size, env.world)
     steps = max(1, tcfg.patches_per_epoch // tcfg.batch_size)
-    opt = torch.optim.Adam(weights_mod.param_groups(model, tcfg.lr, freeze, lr_mult, what=stage))
+    opt = torch.optim.Adam(weights_mod.param_groups(model, tcfg.lr, freeze, lr_mult, what=what))
     sched = make_scheduler(opt, tcfg.schedule, tcfg.epochs)
     epoch, step0, history, best, bad = 0, 0, [], math.inf, 0
     best_state = None

@@ -91,3 +91,18 @@ def test_data_cli_refuses_overwrite_and_leaves_nothing_partial(tmp_path):
     proc = run_cli("hpcvsr.data", "archive", nan, "--out", str(tmp_path / "y.h5"))
     assert_user_error(proc, "NaN or inf")
     assert sorted(os.listdir(tmp_path)) == ["nan.h5", "p.h5"]
+
+
+def test_freeze_of_a_missing_layer_names_it(tmp_path):
+    proc = run_cli("hpcvsr.train", "--run-dir", str(tmp_path / "run"), "--set", "pipeline=2d", "--set", "data.frames=10",
+                   "--set", "data.size=[32,32]", "--set", "train2d.patch=16", "--set", "model2d.freeze=[conv9]")
+    assert_user_error(proc, "model2d.freeze", "no layer 'conv9'", "feature")
+    _no_results(str(tmp_path / "run"))
+
+
+def test_wrong_weights_file_for_init_names_file(tmp_path):
+    bad = tmp_path / "weights_x2.pt"
+    bad.write_bytes(b"garbage")
+    proc = run_cli("hpcvsr.train", "--run-dir", str(tmp_path / "run"), "--set", "pipeline=2d", "--set", "data.frames=10",
+                   "--set", "data.size=[32,32]", "--set", "train2d.patch=16", "--set", f"model2d.init={bad}")
+    assert_user_error(proc, "weights_x2.pt", "not a readable checkpoint")

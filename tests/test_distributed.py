@@ -117,3 +117,21 @@ def test_more_ranks_than_frames_and_indivisible_batch_are_clear_errors(tmp_path)
     proc = run_mpi(2, "-m", "hpcvsr.train", "--run-dir", str(tmp_path / "b"), "--set", "pipeline=2d", "--set", "data.frames=6",
                    "--set", "data.val_fraction=0.2", "--set", "data.size=[32,32]", "--set", "train2d.patch=16", timeout=300)
     assert proc.returncode != 0 and "one frame per rank" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_failing_rank_fails_the_job_instead_of_hanging(tmp_path):
+    """NaN only in frames that rank 1 owns: rank 1 stops with the error, the job exits non-zero."""
+    import h5py
+    import numpy as np
+
+    data = np.random.default_rng(0).random((40, 32, 32)).astype(np.float32)
+    data[25, 3, 3] = np.nan  # training frames 0..31: rank 1 owns 16..31
+    path = tmp_path / "a.h5"
+    with h5py.File(path, "w") as f:
+        f["h"] = data
+    t0 = time.time()
+    proc = run_mpi(2, "-m", "hpcvsr.train", "--run-dir", str(tmp_path / "run"), "--set", "data.source=archive", "--set", f"data.path={path}",
+                   "--set", "model2d.init=", "--set", "train2d.patch=16", "--set", "train3d.patch=16", timeout=300)
+    assert proc.returncode != 0
+    assert "NaN or inf" in proc.stderr
+    assert time.time() - t0 < 120
