@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     p.add_argument("--ref-var", default="", help="variable in --reference (default: --var)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--consolidate", action="store_true", help="copy a virtual-dataset output into one plain file")
+    p.add_argument("--netcdf", action="store_true", help="write --output as NetCDF4 with CF attributes (needs hpcvsr[netcdf])")
     p.add_argument("--stats", help="write timings (frames/s, MB/s) as JSON here")
     config_mod.add_arguments(p)
     args = p.parse_args(argv)
@@ -120,7 +121,14 @@ def run(args, cfg, env) -> int:
              "source_file": os.path.abspath(args.input), "source_var": var, "degraded_input": bool(args.degrade),
              "degradation": pred.degrade, "normalisation": json.dumps({"lo": norm.lo, "hi": norm.hi}), "units": str(arc.units or norm.units),
              "crop": c, "window": pred.win_size, "padding": pred.pad, "tile": ic.tile, "autocast": ic.autocast}
-    out = h5out.SROutput(args.output, out_shape, chunk_list, attrs, env, ic.compression, metrics=bool(args.degrade or ref), overwrite=args.overwrite)
+    if args.netcdf:
+        from .errors import require
+
+        require("netCDF4", "netcdf")
+        if os.path.exists(args.output) and not args.overwrite:
+            raise UserError(f"{args.output} exists; refusing to overwrite it (pass --overwrite to replace it)")
+    h5_path = args.output + ".h5" if args.netcdf else args.output
+    out = h5out.SROutput(h5_path, out_shape, chunk_list, attrs, env, ic.compression, metrics=bool(args.degrade or ref), overwrite=args.overwrite)
     finished = out.done()
     todo = [i for i in mine if i not in finished]
     skipped = len(mine) - len(todo)
@@ -163,7 +171,9 @@ def run(args, cfg, env) -> int:
         gm = global_metrics(out.read_metrics(mine), out_shape[1] * out_shape[2], norm.span, env)
     out.finish(gm)
     if env.is_root:
-        if args.consolidate:
+        if args.netcdf:
+            h5out.to_netcdf(h5_path, args.output, var, str(arc.units or norm.units))
+        elif args.consolidate:
             h5out.consolidate(args.output)
         stats = {"ranks": env.world, "frames": T, "frames_computed": int(timing[0]), "seconds": slowest,
                  "frames_per_s": timing[0] / slowest if slowest > 0 else 0.0,

@@ -166,3 +166,20 @@ def test_mpi_io_path_when_parallel_h5py_is_present(run_dir, archive, one_rank, t
     with h5py.File(out) as f, h5py.File(one_rank) as g:
         assert not f["sr"].is_virtual
         assert np.array_equal(f["sr"][:], g["sr"][:])
+
+
+def test_netcdf_output_with_cf_attributes(run_dir, archive, tmp_path):
+    netCDF4 = pytest.importorskip("netCDF4", reason="netCDF4 not installed (pip install 'hpcvsr[netcdf]')")
+    small = tmp_path / "small.h5"
+    with h5py.File(archive) as g, h5py.File(small, "w") as f:
+        f["h"] = g["h"][:6]
+        f["h"].attrs["units"] = "m"
+    out = tmp_path / "sr.nc"
+    proc = run_cli("hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(small), "--var", "h", "--output", str(out), "--degrade", "--netcdf")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with netCDF4.Dataset(out) as nc:
+        assert nc.Conventions == "CF-1.8"
+        assert nc["h"].dimensions == ("time", "y", "x") and nc["h"].shape == (6, 128, 128)
+        assert nc["h"].units == "m"
+        assert "metric_frame_psnr" in nc.variables
+    assert sorted(os.listdir(tmp_path)) == ["small.h5", "sr.nc"]

@@ -185,3 +185,41 @@ def consolidate(path: str) -> None:
                     src.copy(name, dst)
     os.replace(tmp, path)
     shutil.rmtree(parts)
+
+
+def to_netcdf(src: str, dst: str, var: str, units: str) -> None:
+    """Copy a finished output into a NetCDF4 file with CF attributes (then remove ``src``)."""
+    from ..errors import require
+
+    netCDF4 = require("netCDF4", "netcdf")
+    tmp = dst + ".partial.nc"
+    with h5py.File(src, "r") as f, netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
+        sr = f["sr"]
+        t, h, w = sr.shape
+        nc.Conventions = "CF-1.8"
+        nc.title = f"super-resolved {var}"
+        nc.history = f"hpcvsr.infer x{int(f.attrs['scale'])} {f.attrs['pipeline']}"
+        for k, v in f.attrs.items():
+            if k not in ("layout", "parts"):
+                setattr(nc, f"hpcvsr_{k}", v if not isinstance(v, (bool, np.bool_)) else int(v))
+        for name, size in (("time", t), ("y", h), ("x", w)):
+            nc.createDimension(name, size)
+            coord = nc.createVariable(name, "i4", (name,))
+            coord[:] = np.arange(size)
+            coord.long_name = {"time": "frame index", "y": "grid row", "x": "grid column"}[name]
+        out = nc.createVariable(var, "f4", ("time", "y", "x"), chunksizes=(1, h, w), zlib=True)
+        out.units = units or "1"
+        out.long_name = f"super-resolved {var}"
+        for i in range(0, t, 16):
+            out[i : i + 16] = sr[i : i + 16]
+        if "metrics" in f:
+            for k, d in f["metrics"].items():
+                m = nc.createVariable(f"metric_{k}", "f8", ("time",))
+                m[:] = d[:]
+            for k, v in f["metrics"].attrs.items():
+                setattr(nc, f"metric_{k}", float(v))
+        parts = f.attrs.get("parts")
+    os.replace(tmp, dst)
+    os.remove(src)
+    if parts:
+        shutil.rmtree(os.path.join(os.path.dirname(os.path.abspath(src)), parts), ignore_errors=True)
