@@ -17,11 +17,14 @@ world size 1.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import signal
 import socket
 import subprocess
+import sys
+import traceback
 from dataclasses import dataclass
 
 import torch
@@ -174,6 +177,29 @@ def init(device: str = "auto", threads: int = 0, timeout_s: float | None = None)
 def shutdown(env: DistEnv) -> None:
     if env.distributed and tdist.is_initialized():
         tdist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def fail_fast(env: DistEnv):
+    """Run an entry point's body; on an unexpected error with several ranks, print it and exit 1 at once.
+
+    Waiting politely would leave the other ranks blocked in their next collective until the
+    timeout; exiting lets the launcher (mpirun, ``srun --kill-on-bad-exit``) end the job. User
+    errors keep their one-line message (every rank meets them alike); the process group is shut
+    down on the way out.
+    """
+    try:
+        yield
+    except (UserError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:
+        if env.distributed:
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
+        raise
+    finally:
+        shutdown(env)
 
 
 class StopFlag:

@@ -75,20 +75,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, args.overrides)
     env = dist.init(cfg.device, cfg.threads)
-    try:
+    with dist.fail_fast(env):
         return run(args, cfg, env)
-    except UserError:
-        raise
-    except BaseException:
-        if env.distributed:
-            import traceback
-
-            traceback.print_exc()
-            sys.stderr.flush()
-            os._exit(1)
-        raise
-    finally:
-        dist.shutdown(env)
 
 
 def run(args, cfg, env) -> int:

@@ -50,6 +50,15 @@ def stage_table(history: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(fig, path: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def figures(run_dir: str, panels: dict, per_frame: dict, histories: dict) -> list[str]:
     """comparison.png (LR | methods | HR | |error|), temporal.png, curves.png."""
     import matplotlib
@@ -70,11 +79,7 @@ def figures(run_dir: str, panels: dict, per_frame: dict, histories: dict) -> lis
             ax.imshow(img, cmap="RdBu_r", vmin=vmin, vmax=vmax, interpolation="nearest")
         ax.set_title(n, fontsize=9)
         ax.axis("off")
-    fig.tight_layout()
-    path = os.path.join(run_dir, "comparison.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    out.append(path)
+    out.append(_save(fig, os.path.join(run_dir, "comparison.png")))
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for m, vals in per_frame.items():
@@ -83,11 +88,7 @@ def figures(run_dir: str, panels: dict, per_frame: dict, histories: dict) -> lis
     ax.set_ylabel("PSNR (dB)")
     ax.set_title("temporal consistency: error over frames")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(run_dir, "temporal.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    out.append(path)
+    out.append(_save(fig, os.path.join(run_dir, "temporal.png")))
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for stage, hist in histories.items():
@@ -102,9 +103,5 @@ def figures(run_dir: str, panels: dict, per_frame: dict, histories: dict) -> lis
     axes[1].set_yscale("log")
     for a in axes:
         a.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(run_dir, "curves.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    out.append(path)
+    out.append(_save(fig, os.path.join(run_dir, "curves.png")))
     return out

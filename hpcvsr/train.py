@@ -81,23 +81,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, args.overrides)
     env = dist.init(cfg.device, cfg.threads)
-    try:
-        return run(cfg, env, args.run_dir)
-    except trainer.Preempted:
-        log.info("stopped by signal; checkpoints are in %s: run the same command again to resume", args.run_dir)
-        return 0
-    except (UserError, KeyboardInterrupt):
-        raise
-    except BaseException:
-        if env.distributed:  # never leave the other ranks waiting in a collective
-            import traceback
-
-            traceback.print_exc()
-            sys.stderr.flush()
-            os._exit(1)
-        raise
-    finally:
-        dist.shutdown(env)
+    with dist.fail_fast(env):
+        try:
+            return run(cfg, env, args.run_dir)
+        except trainer.Preempted:
+            log.info("stopped by signal; checkpoints are in %s: run the same command again to resume", args.run_dir)
+            return 0
 
 
 def run(cfg, env: dist.DistEnv, run_dir: str) -> int:

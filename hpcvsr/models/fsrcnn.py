@@ -8,6 +8,25 @@ import torch.nn as nn
 from .layers import AuthorsDeconv, BicubicUp, conv, mass_conserving, prelu
 
 
+def add_trunk(module: nn.Module, d: int, s: int, m: int, slope: float) -> None:
+    """FSRCNN's trunk on ``module``: feature 5x5 -> d, shrink 1x1 -> s, m maps 3x3, expand 1x1 -> d.
+
+    Both models use these layer names, so weights move between them layer by layer.
+    """
+    module.feature, module.feature_act = conv(1, d, 5), prelu(slope)
+    module.shrink, module.shrink_act = conv(d, s, 1), prelu(slope)
+    module.map = nn.ModuleList(conv(s, s, 3) for _ in range(m))
+    module.map_act = nn.ModuleList(prelu(slope) for _ in range(m))
+    module.expand, module.expand_act = conv(s, d, 1), prelu(slope)
+
+
+def run_trunk(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = module.shrink_act(module.shrink(module.feature_act(module.feature(x))))
+    for c, a in zip(module.map, module.map_act):
+        x = a(c(x))
+    return module.expand_act(module.expand(x))
+
+
 class FSRCNN(nn.Module):
     """FSRCNN(d, s, m): feature 5x5 -> d, shrink 1x1 -> s, m maps 3x3, expand 1x1 -> d,
     9x9 deconvolution with stride = scale. PReLU (one slope per layer) after every conv.
@@ -16,22 +35,12 @@ class FSRCNN(nn.Module):
     def __init__(self, scale: int = 2, d: int = 56, s: int = 12, m: int = 4, residual: bool = False):
         super().__init__()
         self.scale, self.residual = scale, residual
-        self.feature = conv(1, d, 5)
-        self.feature_act = prelu(0.25)
-        self.shrink = conv(d, s, 1)
-        self.shrink_act = prelu(0.25)
-        self.map = nn.ModuleList(conv(s, s, 3) for _ in range(m))
-        self.map_act = nn.ModuleList(prelu(0.25) for _ in range(m))
-        self.expand = conv(s, d, 1)
-        self.expand_act = prelu(0.25)
+        add_trunk(self, d, s, m, 0.25)
         self.deconv = AuthorsDeconv(d, scale)
         self.up = BicubicUp(scale) if residual else None
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        x = self.shrink_act(self.shrink(self.feature_act(self.feature(lr))))
-        for c, a in zip(self.map, self.map_act):
-            x = a(c(x))
-        y = self.deconv(self.expand_act(self.expand(x)))
+        y = self.deconv(run_trunk(self, lr))
         return y + self.up(lr) if self.residual else y
 
 
@@ -49,14 +58,7 @@ class ClimateFSRCNN(nn.Module):
     def __init__(self, scale: int = 2, d: int = 32, s: int = 8, m: int = 1, residual: bool = True, mass_conserving: bool = False):
         super().__init__()
         self.scale, self.residual, self.conserve = scale, residual, mass_conserving
-        self.feature = conv(1, d, 5)
-        self.feature_act = prelu(0.0)
-        self.shrink = conv(d, s, 1)
-        self.shrink_act = prelu(0.0)
-        self.map = nn.ModuleList(conv(s, s, 3) for _ in range(m))
-        self.map_act = nn.ModuleList(prelu(0.0) for _ in range(m))
-        self.expand = conv(s, d, 1)
-        self.expand_act = prelu(0.0)
+        add_trunk(self, d, s, m, 0.0)
         self.deconv = nn.ConvTranspose2d(d, d, scale, stride=scale)
         self.deconv_act = prelu(0.0)
         self.recon = conv(d, 1, 5)
@@ -67,11 +69,7 @@ class ClimateFSRCNN(nn.Module):
             nn.init.zeros_(self.recon.bias)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        x = self.shrink_act(self.shrink(self.feature_act(self.feature(lr))))
-        for c, a in zip(self.map, self.map_act):
-            x = a(c(x))
-        x = self.deconv_act(self.deconv(self.expand_act(self.expand(x))))
-        y = self.recon(x)
+        y = self.recon(self.deconv_act(self.deconv(run_trunk(self, lr))))
         if self.recon_act is not None:
             y = self.recon_act(y)
         if self.residual:
