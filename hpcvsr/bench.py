@@ -57,7 +57,9 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, nargs=2, default=[128, 128])
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     p.add_argument("--json", default="bench.json")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="passed to infer, e.g. infer.autocast=bf16")
+    p.add_argument("--autocast", nargs="+", default=["none", "bf16"], choices=("none", "bf16"),
+                   help="precisions to time on the first rank count (bf16: CPU AMX / GPU autocast)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="passed to infer, e.g. infer.block_frames=64")
     args = p.parse_args(argv)
     if not os.path.exists(os.path.join(args.run_dir, "model.pt")):
         raise UserError(f"{args.run_dir}: no model.pt")
@@ -70,9 +72,12 @@ def main(argv=None) -> int:
         subprocess.run([sys.executable, "-m", "hpcvsr.data", "swe", "--frames", str(args.frames), "--size", *map(str, args.size),
                         "--seed", "99", "--out", archive, "--quiet"], check=True, env=env)
         results = {}
-        for n in args.ranks:
-            out, stats = os.path.join(work, f"sr{n}.h5"), os.path.join(work, f"stats{n}.json")
-            cmd = [sys.executable, "-m", "hpcvsr.infer", "--run-dir", args.run_dir, "--input", archive, "--output", out, "--degrade", "--stats", stats]
+        cases = [(n, args.autocast[0]) for n in args.ranks] + [(args.ranks[0], a) for a in args.autocast[1:]]
+        for n, autocast in cases:
+            key = f"{n} rank(s), {autocast}"
+            out, stats = os.path.join(work, f"sr{n}{autocast}.h5"), os.path.join(work, f"stats{n}{autocast}.json")
+            cmd = [sys.executable, "-m", "hpcvsr.infer", "--run-dir", args.run_dir, "--input", archive, "--output", out, "--degrade", "--stats", stats,
+                   "--set", f"infer.autocast={autocast}"]
             for o in args.overrides:
                 cmd += ["--set", o]
             if n > 1:
@@ -82,19 +87,21 @@ def main(argv=None) -> int:
             if proc.returncode:
                 raise UserError(f"infer with {n} rank(s) failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
             s = json.load(open(stats))
-            results[n] = {"frames_per_s": s["frames_per_s"], "seconds": s["seconds"], "wall_with_startup_s": time.time() - t0,
-                          "write_MB_per_s": s["write_MB_per_s"], "write_mode": s["write_mode"], "psnr": (s["metrics"] or {}).get("psnr")}
-        with h5py.File(os.path.join(work, f"sr{args.ranks[0]}.h5")) as f:
+            results[key] = {"ranks": n, "autocast": autocast, "frames_per_s": s["frames_per_s"], "seconds": s["seconds"],
+                            "wall_with_startup_s": time.time() - t0, "write_MB_per_s": s["write_MB_per_s"], "write_mode": s["write_mode"],
+                            "psnr": (s["metrics"] or {}).get("psnr"), "ssim": (s["metrics"] or {}).get("ssim")}
+        with h5py.File(os.path.join(work, f"sr{args.ranks[0]}{args.autocast[0]}.h5")) as f:
             shape = f["sr"].shape
         seq = sequential_write(os.path.join(work, "plain.h5"), shape)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    base = results[args.ranks[0]]["frames_per_s"]
+    base = next(iter(results.values()))["frames_per_s"]
     print(f"{args.frames} frames {args.size[0]}x{args.size[1]}, output {shape}, {os.cpu_count()} cores")
-    print("| ranks | frames/s | speed-up | output writes MB/s | mode |")
-    print("|---|---|---|---|---|")
-    for n, r in results.items():
-        print(f"| {n} | {r['frames_per_s']:.1f} | {r['frames_per_s'] / base:.2f} | {r['write_MB_per_s']:.0f} | {r['write_mode']} |")
+    print("| ranks | precision | frames/s | speed-up | PSNR (dB) | SSIM | output writes MB/s | writer |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results.values():
+        print(f"| {r['ranks']} | {r['autocast']} | {r['frames_per_s']:.1f} | {r['frames_per_s'] / base:.2f} | {r['psnr']:.3f} | {r['ssim']:.5f} | "
+              f"{r['write_MB_per_s']:.0f} | {r['write_mode']} |")
     print(f"plain sequential h5py write of the same bytes: {seq:.0f} MB/s")
     write_json(args.json, {"frames": args.frames, "size": args.size, "output_shape": list(shape), "cores": os.cpu_count(),
                            "ranks": results, "sequential_write_MB_per_s": seq})

@@ -183,3 +183,14 @@ def test_netcdf_output_with_cf_attributes(run_dir, archive, tmp_path):
         assert nc["h"].units == "m"
         assert "metric_frame_psnr" in nc.variables
     assert sorted(os.listdir(tmp_path)) == ["small.h5", "sr.nc"]
+
+
+@pytest.mark.mpi
+def test_benchmark_command_prints_and_saves_json(run_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cli("hpcvsr.bench", "--run-dir", str(run_dir), "--frames", "24", "--size", "64", "64", "--ranks", "1", "2", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert set(res["ranks"]) == {"1 rank(s), none", "2 rank(s), none", "1 rank(s), bf16"}
+    assert all(r["frames_per_s"] > 0 for r in res["ranks"].values()) and res["sequential_write_MB_per_s"] > 0
+    assert "plain sequential h5py write" in proc.stdout
