@@ -85,7 +85,9 @@ def main(argv=None) -> int:
             t0 = time.time()
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode:
-                raise UserError(f"infer with {n} rank(s) failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+                lines = proc.stderr.strip().splitlines()
+                why = next((l for l in lines if l.startswith("hpcvsr: error:")), lines[-1] if lines else f"exit {proc.returncode}")
+                raise UserError(f"infer with {n} rank(s) failed: {why}")
             s = json.load(open(stats))
             results[key] = {"ranks": n, "autocast": autocast, "frames_per_s": s["frames_per_s"], "seconds": s["seconds"],
                             "wall_with_startup_s": time.time() - t0, "write_MB_per_s": s["write_MB_per_s"], "write_mode": s["write_mode"],

@@ -188,7 +188,7 @@ def test_netcdf_output_with_cf_attributes(run_dir, archive, tmp_path):
 @pytest.mark.mpi
 def test_benchmark_command_prints_and_saves_json(run_dir, tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli("hpcvsr.bench", "--run-dir", str(run_dir), "--frames", "24", "--size", "64", "64", "--ranks", "1", "2", "--json", str(out))
+    proc = run_cli("hpcvsr.bench", "--run-dir", str(run_dir), "--frames", "64", "--size", "64", "64", "--ranks", "1", "2", "--json", str(out))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = json.loads(out.read_text())
     assert set(res["ranks"]) == {"1 rank(s), none", "2 rank(s), none", "1 rank(s), bf16"}
