@@ -28,14 +28,13 @@ from .data import degrade as dg
 from .data import windows as win
 from .data.sequences import Archive
 from .engine import Predictor, chunks
-from .errors import UserError, cli
+from .errors import UserError, cli, require
 from .io import h5out
 
 
 def frame_rows(sr: torch.Tensor, hr: torch.Tensor, norm) -> dict:
     """Per-frame metric rows (normalised units, data range 1; means in physical units)."""
     sr64, hr64 = sr.double(), hr.double()
-    npix = sr.shape[-1] * sr.shape[-2]
     return {
         "se": (((sr64 - hr64) ** 2).flatten(1).sum(1)).cpu().numpy(),
         "ae": ((sr64 - hr64).abs().flatten(1).sum(1)).cpu().numpy(),
@@ -43,7 +42,7 @@ def frame_rows(sr: torch.Tensor, hr: torch.Tensor, norm) -> dict:
         "ssim": metrics.ssim(sr64, hr64, 1.0).cpu().numpy() if min(sr.shape[-2:]) >= 11 else np.full(len(sr), np.nan),
         "mean_sr": norm.phys(sr64.mean(dim=(-2, -1))).cpu().numpy(),
         "mean_hr": norm.phys(hr64.mean(dim=(-2, -1))).cpu().numpy(),
-        "abs_hr": norm.phys(hr64).abs().flatten(1).mean(1).cpu().numpy() * (npix / npix),
+        "abs_hr": norm.phys(hr64).abs().flatten(1).mean(1).cpu().numpy(),
     }
 
 
@@ -110,8 +109,6 @@ def run(args, cfg, env) -> int:
              "degradation": pred.degrade, "normalisation": json.dumps({"lo": norm.lo, "hi": norm.hi}), "units": str(arc.units or norm.units),
              "crop": c, "window": pred.win_size, "padding": pred.pad, "tile": ic.tile, "autocast": ic.autocast}
     if args.netcdf:
-        from .errors import require
-
         require("netCDF4", "netcdf")
         if os.path.exists(args.output) and not args.overwrite:
             raise UserError(f"{args.output} exists; refusing to overwrite it (pass --overwrite to replace it)")

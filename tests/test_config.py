@@ -2,7 +2,6 @@ import glob
 import os
 
 import pytest
-import yaml
 
 from hpcvsr import config
 from hpcvsr.errors import UserError

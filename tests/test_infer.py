@@ -14,7 +14,7 @@ import torch
 from hpcvsr import metrics
 from hpcvsr.data import degrade as dg
 
-from .conftest import ROOT, assert_user_error, mpi_env, mpirun_cmd, run_cli, run_mpi
+from .conftest import assert_user_error, mpi_env, mpirun_cmd, run_cli, run_mpi
 
 TINY = ["--set", "data.frames=25", "--set", "data.size=[32,32]", "--set", "train2d.epochs=1", "--set", "train2d.patches_per_epoch=64",
         "--set", "train2d.patch=16", "--set", "train3d.epochs=1", "--set", "train3d.patches_per_epoch=16", "--set", "train3d.patch=16",
