@@ -44,7 +44,7 @@ class Predictor:
         self.net = from_entry(state["model"]).to(device).eval() if state["pipeline"] != "2d" else None
         self.win_size = 1 if self.pipeline == "2d" else self.window  # frames per window
         self.halo = self.win_size // 2
-        if tile and tile % self.scale == 0 and tile_halo * self.scale < self.crop:
+        if tile and tile_halo * self.scale < self.crop:
             raise UserError("infer.tile halo is smaller than the model's border crop")
 
     def _ctx(self):

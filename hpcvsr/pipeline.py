@@ -232,8 +232,8 @@ def evaluate_methods(methods: dict, blocks: list, crop: int, norm: bl.Normaliser
         acc = mt.MetricSums(data_range=1.0, unit_scale=norm.span, spectrum_cutoff=1.0 / scale)
         frame_psnr = torch.zeros(n_total, dtype=torch.float64, device=env.device)
         offset = 0
+        task = PatchTask([], [], source, window, 0, scale, 8, False)
         for b in blocks:
-            task = PatchTask([], [], source, window, 0, scale, 8, False)
             centres = b.centres()
             for i in range(0, len(centres), batch):
                 cs = centres[i : i + batch]
