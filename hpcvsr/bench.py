@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from .errors import UserError, cli
-from .report import write_json
+from .io.atomic import write_json
 
 
 def sequential_write(path: str, shape: tuple, repeat: int = 1) -> float:

@@ -1,69 +1,167 @@
-"""Checkpoints: the whole training state, written atomically, loaded with clear errors.
+"""hpcvsr's files of trained state: one writer and one reader for each, with a format and version.
 
-A checkpoint is a dict saved with ``torch.save``::
+Three kinds of file, each a dict saved with ``torch.save`` and loaded with ``weights_only=True``
+(tensors plus plain Python data: a file from someone else can at worst fail to load)::
 
-    {"format": "hpcvsr-1", "model": {"name", "scale", "kwargs", "state_dict"},
-     "optimizer", "scheduler", "epoch", "step", "best", "bad_epochs", "history",
-     "rng": {"torch", "numpy", "python"}, "config": {...}, "stage": "2d", ...}
+    training checkpoint   {"format": "hpcvsr-checkpoint", "version": 2, "stage": STAGE,
+                           "model": ENTRY, "optimizer": {...}, "scheduler": {...}, "epoch", "step",
+                           "world", "history": [...], "best", "bad_epochs", "best_state": {name: tensor},
+                           "rng": {"torch": uint8 tensor, "numpy": [...], "python": [...]},
+                           "config": {...}, "done": bool}
+    model file (model.pt) {"format": "hpcvsr-model", "version": 2, "pipeline", "scale", "degrade",
+                           "blur_sigma", "window", "pad", "crop", "var",
+                           "normaliser": {"lo", "hi", "units"}, "net2d": ENTRY, "model": ENTRY, "config": {...}}
+    weights               {"format": "hpcvsr-weights", "version": 2, "model": ENTRY, "made_by", "data", "history"}
 
-The model entry holds the *unwrapped* module's state dict (never DDP's ``module.`` keys). Only
-rank 0 writes (temporary file + ``os.replace``); every rank loads.
+    ENTRY = {"name", "scale", "kwargs", "state_dict", ["parts": {"net2d": ENTRY, "net3d": ENTRY}]}
+
+A model entry holds the *unwrapped* module's state dict (never DDP's ``module.`` keys). Files
+are written atomically by rank 0 and loaded by every rank. Files of the first format
+(``hpcvsr-1``) are refused with the command that converts them::
+
+    python -m hpcvsr.checkpoint upgrade OLD.pt [--out NEW.pt]
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import pickle
 import random
+import sys
 import zipfile
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import UserError, cli
+from .io.atomic import atomic_path
+from .kinds import KINDS
 
-FORMAT = "hpcvsr-1"
+VERSION = 2
+CHECKPOINT, MODEL, WEIGHTS = "hpcvsr-checkpoint", "hpcvsr-model", "hpcvsr-weights"
+OLD_FORMAT = "hpcvsr-1"
 
 
-def model_entry(model: torch.nn.Module, name: str, scale: int, kwargs: dict) -> dict:
-    return {"name": name, "scale": scale, "kwargs": dict(kwargs), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+def cpu_state(model: torch.nn.Module) -> dict:
+    """The module's state dict, detached, on the CPU."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def model_entry(model: torch.nn.Module, description: dict) -> dict:
+    """A model description (:func:`hpcvsr.models.entry`) with the module's weights."""
+    return dict(description, state_dict=cpu_state(model))
+
+
+def _plain_rng(torch_state: torch.Tensor, numpy_state: tuple, python_state: tuple) -> dict:
+    name, keys, pos, has_gauss, cached = numpy_state
+    return {"torch": torch_state, "numpy": [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
+            "python": list(python_state)}
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The global RNG states as a tensor and plain data."""
+    return _plain_rng(torch.get_rng_state(), np.random.get_state(), random.getstate())
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
-def save(path: str, state: dict) -> None:
-    """Atomically write ``state`` to ``path``."""
-    state = dict(state, format=FORMAT)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def _save(path: str, kind: str, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(dict(state, format=kind, version=VERSION), tmp)
 
 
-def load(path: str) -> dict:
-    """Load a checkpoint, or raise a UserError naming the file and what is wrong with it."""
+def _load(path: str, kinds: tuple[str, ...]) -> dict:
+    """Load a file of one of ``kinds`` safely, or raise a UserError naming the file and the problem."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a readable checkpoint (corrupt or truncated: not a torch.save archive)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        why = next((line for line in str(exc).splitlines() if "Unsupported global" in line or "GLOBAL" in line), "")
+        if not why:
+            raise UserError(f"{path}: not a readable checkpoint (corrupt or truncated: {str(exc).splitlines()[0][:120]})") from None
+        raise UserError(f"{path}: refused: it holds objects other than tensors and plain data, which loading could execute "
+                        f"({why.strip()[:120]}); if you wrote it with an earlier hpcvsr and trust it, convert it with "
+                        f"python -m hpcvsr.checkpoint upgrade {path}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise UserError(f"{path}: not a readable checkpoint (corrupt or truncated: {str(exc).splitlines()[0][:120]})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
-        raise UserError(f"{path}: not an hpcvsr checkpoint")
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if fmt == OLD_FORMAT:
+        raise UserError(f"{path}: written by an earlier hpcvsr (format {OLD_FORMAT}); convert it with python -m hpcvsr.checkpoint upgrade {path}")
+    if fmt not in kinds or "model" not in state:
+        raise UserError(f"{path}: not an hpcvsr {' or '.join(k.split('-')[1] for k in kinds)} file")
+    if state.get("version") != VERSION:
+        raise UserError(f"{path}: {fmt} version {state.get('version')}; this hpcvsr reads version {VERSION}")
     return state
 
+
+# --- training checkpoints -------------------------------------------------------------------------
+
+def save_training(path: str, state: dict) -> None:
+    """Write a training checkpoint (keys as in the module docstring)."""
+    _save(path, CHECKPOINT, state)
+
+
+def load_training(path: str) -> dict:
+    return _load(path, (CHECKPOINT,))
+
+
+# --- the model file of a finished run -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelFile:
+    """Everything inference needs from a training run (``model.pt``)."""
+
+    pipeline: str
+    scale: int
+    degrade: str
+    blur_sigma: float
+    window: int
+    pad: str
+    crop: int
+    var: str
+    normaliser: dict  # {"lo", "hi", "units"}
+    net2d: dict  # model entry of the 2D network
+    model: dict  # model entry of the final network
+    config: dict = field(default_factory=dict)
+
+
+def save_model(path: str, mf: ModelFile) -> None:
+    _save(path, MODEL, asdict(mf))
+
+
+def load_model(path: str) -> ModelFile:
+    state = _load(path, (MODEL,))
+    try:
+        return ModelFile(**{k: v for k, v in state.items() if k not in ("format", "version")})
+    except TypeError as exc:
+        raise UserError(f"{path}: model file does not match version {VERSION} ({exc})") from None
+
+
+# --- weights (pretrained networks) ----------------------------------------------------------------
+
+def save_weights(path: str, entry: dict, **info) -> None:
+    """Write a network's entry (with weights) and plain-data ``info`` (made_by, data, history)."""
+    _save(path, WEIGHTS, dict(info, model=entry))
+
+
+def load_entry(path: str) -> dict:
+    """The final network's entry of any hpcvsr file (weights, model file or training checkpoint)."""
+    return _load(path, (WEIGHTS, MODEL, CHECKPOINT))["model"]
+
+
+# --- hashes ---------------------------------------------------------------------------------------
 
 def file_hash(path: str) -> str:
     h = hashlib.sha256()
@@ -81,3 +179,63 @@ def state_hash(state_dict: dict) -> str:
         h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
     return h.hexdigest()
+
+
+# --- conversion of the first format ----------------------------------------------------------------
+
+# the first format named the end-to-end composition after its pipeline kind
+_RENAMED = {k.name: k.composite for k in KINDS.values() if k.composite}
+
+
+def _upgrade_entry(e: dict) -> dict:
+    e = dict(e, name=_RENAMED.get(e["name"], e["name"]))
+    if "parts" in e:
+        e["parts"] = {k: _upgrade_entry(v) for k, v in e["parts"].items()}
+    return e
+
+
+def upgrade(src: str, dst: str) -> str:
+    """Convert a first-format file to the current format; returns its kind. Unpickles ``src``: trusted files only."""
+    state = torch.load(src, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != OLD_FORMAT:
+        raise UserError(f"{src}: not a first-format ({OLD_FORMAT}) hpcvsr file")
+    state.pop("format")
+    state["model"] = _upgrade_entry(state["model"])
+    if "rng" in state:
+        state["rng"] = _plain_rng(state["rng"]["torch"], state["rng"]["numpy"], state["rng"]["python"])
+    if "optimizer" in state:
+        _save(dst, CHECKPOINT, state)
+        return CHECKPOINT
+    if "pipeline" in state:
+        state["net2d"] = _upgrade_entry(state["net2d"])
+        save_model(dst, ModelFile(**state))
+        return MODEL
+    _save(dst, WEIGHTS, state)
+    return WEIGHTS
+
+
+@cli
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hpcvsr.checkpoint", description="Convert files of hpcvsr's first format.")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("upgrade", help="convert a first-format checkpoint, model.pt or weights file (only files you trust)")
+    up.add_argument("file")
+    up.add_argument("--out", help="converted file (default: replace FILE, keeping FILE.v1)")
+    args = p.parse_args(argv)
+    dst = args.out or args.file
+    if args.out and os.path.exists(args.out):
+        raise UserError(f"{args.out} exists; refusing to overwrite it")
+    if not os.path.isfile(args.file):
+        raise UserError(f"file not found: {args.file}")
+    if dst == args.file:
+        os.replace(args.file, args.file + ".v1")
+        src = args.file + ".v1"
+    else:
+        src = args.file
+    kind = upgrade(src, dst)
+    print(f"wrote {dst} ({kind} version {VERSION})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

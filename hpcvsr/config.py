@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 import yaml
 
 from .errors import UserError
+from .io.atomic import write_text
+from .kinds import KINDS, check
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "swe"  # swe | phantom | archive | video | images
-    path: str = ""  # archive/video file or image folder; unused for generated sources
+    source: str = "swe"  # swe | phantom | archive | video
+    path: str = ""  # archive or video file; unused for generated sources
     var: str = "h"  # variable to super-resolve
     frames: int = 120  # frames per generated sequence
     size: list[int] = field(default_factory=lambda: [128, 128])  # generated (H, W)
@@ -32,7 +34,6 @@ class DataConfig:
     val_fraction: float = 0.2  # trailing fraction of each training sequence
     normalise: str = "range"  # none | fixed | range (min/max of the training data)
     norm_range: list[float] = field(default_factory=lambda: [-10.0, 10.0])  # for 'fixed'
-    swe_steps_per_frame: int = 0  # 0: the generator's default
     test_path: str = ""  # held-out archive when source=archive/video
 
 
@@ -59,7 +60,7 @@ class TrainConfig:
     lr: float = 1e-3
     patience: int = 5  # early stopping on validation loss; 0 disables
     patch: int = 48  # high-resolution patch side
-    patches_per_epoch: int = 2048  # random patches drawn per epoch (global)
+    patches_per_epoch: int = 2048  # random patches drawn per epoch (global; a multiple of batch_size)
     schedule: str = "cosine"  # none | cosine | step
     seed: int = 0
     max_minutes: float = 0.0  # stop after this wall time (0: no limit)
@@ -76,13 +77,14 @@ class InferConfig:
     block_frames: int = 32  # frames streamed per block
     batch: int = 8  # windows per forward pass
     tile: int = 0  # spatial tile side in HR pixels (0: whole frames)
+    tile_halo: int = 16  # tile overlap each side, in LR pixels (must cover the model's receptive field)
     autocast: str = "none"  # none | bf16
     compression: str = ""  # '' | gzip | lzf
 
 
 @dataclass(frozen=True)
 class Config:
-    pipeline: str = "2d_3d"  # 2d | 3d | 2d_3d | joint | 3d_2d
+    pipeline: str = "2d_3d"  # one of hpcvsr.kinds.KINDS
     data: DataConfig = field(default_factory=DataConfig)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     model2d: ModelConfig = field(default_factory=lambda: ModelConfig(name="climate_fsrcnn", init="bundled"))
@@ -96,8 +98,8 @@ class Config:
 
 
 CHOICES = {
-    "pipeline": ("2d", "3d", "2d_3d", "joint", "3d_2d"),
-    "data.source": ("swe", "phantom", "archive", "video", "images"),
+    "pipeline": tuple(KINDS),
+    "data.source": ("swe", "phantom", "archive", "video"),
     "data.normalise": ("none", "fixed", "range"),
     "degrade.method": ("bicubic", "blur", "block_mean", "point"),
     "degrade.scale": (2, 3, 4, 8),
@@ -231,21 +233,36 @@ def load(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def validate(cfg: Config) -> None:
-    """Cross-field checks a type system cannot express."""
+    """Cross-field checks a type system cannot express, then those that need the models
+    (:func:`hpcvsr.kinds.check`): all before any data are generated or any output is created."""
     if len(cfg.data.size) != 2 or min(cfg.data.size) < 8:
         raise UserError(f"data.size must be [H, W] with both >= 8, got {cfg.data.size}")
-    for name in ("train2d", "train3d"):
+    kind = KINDS[cfg.pipeline]
+    for name, used in (("train2d", kind.trains_2d), ("train3d", kind.has_3d)):
         t = getattr(cfg, name)
         if t.batch_size < 1 or t.epochs < 0 or t.patch < 8 or t.lr <= 0:
             raise UserError(f"{name}: batch_size >= 1, epochs >= 0, patch >= 8 and lr > 0 are required")
         if t.patch % cfg.degrade.scale:
             raise UserError(f"{name}.patch={t.patch} is not divisible by degrade.scale={cfg.degrade.scale}")
+        if not used:  # the stage does not train in this pipeline
+            continue
+        if t.patches_per_epoch < t.batch_size or t.patches_per_epoch % t.batch_size:
+            lower = max(t.batch_size, t.patches_per_epoch // t.batch_size * t.batch_size)
+            raise UserError(f"{name}.patches_per_epoch={t.patches_per_epoch} is not a multiple of {name}.batch_size={t.batch_size} "
+                            f"(e.g. {lower} or {lower + t.batch_size})")
+        if cfg.data.source in ("swe", "phantom") and t.patch > min(cfg.data.size):
+            raise UserError(f"{name}.patch={t.patch} is larger than the generated frames of {cfg.data.size[0]}x{cfg.data.size[1]} (data.size)")
+    if cfg.data.source in ("swe", "phantom") and any(n % cfg.degrade.scale for n in cfg.data.size):
+        raise UserError(f"data.size {cfg.data.size} is not divisible by degrade.scale={cfg.degrade.scale}")
+    if cfg.infer.tile_halo < 0 or cfg.infer.batch < 1 or cfg.infer.block_frames < 1 or cfg.infer.tile < 0:
+        raise UserError("infer: block_frames >= 1, batch >= 1, tile >= 0 and tile_halo >= 0 are required")
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise UserError(f"data.val_fraction must be in (0, 1), got {cfg.data.val_fraction}")
     if cfg.windows.size < 3 or cfg.windows.size % 2 == 0:
         raise UserError(f"windows.size must be odd and >= 3, got {cfg.windows.size}")
     if cfg.data.normalise == "fixed" and (len(cfg.data.norm_range) != 2 or cfg.data.norm_range[0] >= cfg.data.norm_range[1]):
         raise UserError(f"data.norm_range must be [low, high] with low < high, got {cfg.data.norm_range}")
+    check(cfg)
 
 
 def to_dict(cfg: Config) -> dict:
@@ -254,16 +271,7 @@ def to_dict(cfg: Config) -> dict:
 
 def dump(cfg: Config, path: str) -> None:
     """Write the resolved configuration (atomically) as YAML."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
-    os.replace(tmp, path)
-
-
-def from_dict(data: dict, where: str = "checkpoint") -> Config:
-    cfg = _build(Config, data, "", where)
-    validate(cfg)
-    return cfg
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def add_arguments(parser) -> None:

@@ -121,21 +121,6 @@ class DistEnv:
             tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
         return t
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank if ``flag`` is true on any rank (a collective decision)."""
-        if not self.distributed:
-            return bool(flag)
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        return bool(self.all_reduce_max(t).item() > 0)
-
-    def broadcast(self, obj, src: int = 0):
-        """Rank ``src``'s Python object on every rank."""
-        if not self.distributed:
-            return obj
-        box = [obj]
-        tdist.broadcast_object_list(box, src=src)
-        return box[0]
-
     def barrier(self) -> None:
         if self.distributed:
             tdist.barrier()
@@ -205,18 +190,18 @@ def fail_fast(env: DistEnv):
 class StopFlag:
     """Set by SIGTERM / SIGUSR1 (Slurm's warning before the walltime); read at step boundaries.
 
-    The decision to stop is collective (:meth:`DistEnv.any`), so every rank checkpoints and exits
-    at the same step even if the signal reached only some of them.
+    The trainer makes the decision to stop collective (the flags of all ranks are reduced with
+    one maximum every step), so every rank checkpoints and exits at the same step even if the
+    signal reached only some of them.
     """
 
     def __init__(self):
         self.raised = False
-        self.signum = None
 
-    def install(self) -> "StopFlag":
+    def install(self) -> StopFlag:
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._handler)
         return self
 
     def _handler(self, signum, frame):
-        self.raised, self.signum = True, signum
+        self.raised = True

@@ -11,11 +11,12 @@ indices, so a frame's result does not depend on how frames are spread over ranks
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 import torch
 
-from . import checkpoint
+from . import checkpoint, kinds
 from .data import degrade as dg
 from .data import windows as win
 from .data.blocks import Normaliser
@@ -24,28 +25,31 @@ from .models import from_entry
 
 
 class Predictor:
-    def __init__(self, run_dir: str, device, batch: int = 8, tile: int = 0, tile_halo: int = 16, autocast: str = "none"):
-        import os
+    """A trained run's networks, applied to normalised LR frames.
 
+    ``tile`` is the spatial tile side in HR pixels (0: whole frames) and ``tile_halo`` the
+    overlap each side in LR pixels; ``autocast`` 'bf16' runs the networks under bf16 autocast.
+    """
+
+    def __init__(self, run_dir: str, device, *, batch: int = 8, tile: int = 0, tile_halo: int = 16, autocast: str = "none"):
         path = os.path.join(run_dir, "model.pt")
         if not os.path.exists(path):
             raise UserError(f"{run_dir}: no model.pt (is it a finished training run directory?)")
-        state = checkpoint.load(path)
+        mf = checkpoint.load_model(path)
         self.hash = checkpoint.file_hash(path)
-        self.pipeline, self.scale = state["pipeline"], state["scale"]
-        self.degrade, self.sigma = state["degrade"], state.get("blur_sigma", 1.6)
-        self.window, self.pad, self.crop = state["window"], state["pad"], state["crop"]
-        self.var = state.get("var", "")
-        n = state["normaliser"]
-        self.norm = Normaliser(n["lo"], n["hi"], n.get("units", ""))
+        self.pipeline, self.kind, self.scale = mf.pipeline, kinds.kind(mf.pipeline), mf.scale
+        self.degrade, self.sigma = mf.degrade, mf.blur_sigma
+        self.window, self.pad, self.crop, self.var = mf.window, mf.pad, mf.crop, mf.var
+        self.norm = Normaliser(mf.normaliser["lo"], mf.normaliser["hi"], mf.normaliser.get("units", ""))
         self.device, self.batch, self.tile, self.tile_halo = device, batch, tile, tile_halo
         self.autocast = autocast
-        self.net2d = from_entry(state["net2d"]).to(device).eval()
-        self.net = from_entry(state["model"]).to(device).eval() if state["pipeline"] != "2d" else None
-        self.win_size = 1 if self.pipeline == "2d" else self.window  # frames per window
-        self.halo = self.win_size // 2
+        self.net2d = from_entry(mf.net2d).to(device).eval()
+        self.net = from_entry(mf.model).to(device).eval() if self.kind.has_3d else None
+        self.win_size = self.kind.window(self.window)  # frames per window
+        self.halo = self.kind.halo(self.window)
+        self.source = self.kind.source(getattr(self.net, "input_space", "hr"))
         if tile and tile_halo * self.scale < self.crop:
-            raise UserError("infer.tile halo is smaller than the model's border crop")
+            raise UserError(f"infer.tile_halo={tile_halo} LR pixels is smaller than the model's {self.crop}-pixel border crop")
 
     def _ctx(self):
         if self.autocast == "bf16":
@@ -55,22 +59,22 @@ class Predictor:
     @torch.no_grad()
     def _frames(self, lr: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
         """Whole-frame prediction: LR buffer (T, h, w), windows ``idx`` (k, window) -> (k, H', W')."""
-        p, b = self.pipeline, self.batch
+        b = self.batch
         with self._ctx():
-            if p == "2d":
+            if self.net is None:
                 centre = torch.from_numpy(idx[:, idx.shape[1] // 2]).to(lr.device)
                 out = torch.cat([self.net2d(lr[centre[i : i + b]].unsqueeze(1)) for i in range(0, len(centre), b)])
                 return out.squeeze(1).float()
-            if p == "2d_3d":
+            if self.source == "sr2d":
                 need = np.unique(idx)
                 sr = torch.empty((lr.shape[0], lr.shape[1] * self.scale, lr.shape[2] * self.scale), device=lr.device)
                 for i in range(0, len(need), b):
                     sel = torch.from_numpy(need[i : i + b]).to(lr.device)
                     sr[sel] = self.net2d(lr[sel].unsqueeze(1)).squeeze(1).float()
                 src = sr
-            elif p == "3d" and getattr(self.net, "input_space", "hr") == "hr":
+            elif self.source == "bicubic":
                 src = dg.upscale(lr, self.scale)
-            else:  # 3d (LR model), joint, 3d_2d: windows of LR frames
+            else:  # windows of LR frames
                 src = lr
             t = torch.from_numpy(idx).to(lr.device)
             out = [self.net(src[t[i : i + b]]) for i in range(0, len(t), b)]
@@ -93,12 +97,3 @@ class Predictor:
                 x0, x1 = max(j0 * s, c), min(j1 * s, W - c)
                 out[:, y0 - c : y1 - c, x0 - c : x1 - c] = part[:, y0 - (r0 * s + c) : y1 - (r0 * s + c), x0 - (q0 * s + c) : x1 - (q0 * s + c)]
         return out
-
-
-def chunks(n_frames: int, chunk: int) -> list[tuple[int, int]]:
-    """Global frame chunks [a, b) of ``chunk`` frames (the last may be shorter).
-
-    >>> chunks(10, 4)
-    [(0, 4), (4, 8), (8, 10)]
-    """
-    return [(a, min(n_frames, a + chunk)) for a in range(0, n_frames, chunk)]

@@ -12,17 +12,16 @@ compared in their own units (PSNR range = the reference's max - min unless --dat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import numpy as np
 import torch
 
-from . import config as config_mod
 from .data import degrade as dg
 from .data import images
 from .errors import UserError, cli
+from .io.atomic import write_json
 from .metrics import MetricSums, shave
 
 
@@ -104,9 +103,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-range", type=float, default=0.0, help="PSNR range for --sequence")
     p.add_argument("--shift", action="store_true", help="x3 one-pixel alignment of the FSRCNN authors (auto for fsrcnn x3)")
     p.add_argument("--json", help="write {'mean': ..., 'per_item': [...]} here")
-    config_mod.add_arguments(p)
     args = p.parse_args(argv)
-    config_mod.load(args.config, args.overrides)  # validates; evaluation itself is flag-driven
     if args.scale < 1:
         raise UserError(f"--scale must be a positive integer, got {args.scale}")
     if args.model and args.model.startswith("fsrcnn") and args.scale == 3:
@@ -123,11 +120,7 @@ def main(argv=None) -> int:
     print(f"{label}, x{args.scale}:")
     print(_table(rows), end="")
     if args.json:
-        out = {"method": label, "scale": args.scale, "mean": mean_out, "per_item": acc.items}
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json(args.json, {"method": label, "scale": args.scale, "mean": mean_out, "per_item": acc.items})
     return 0
 
 

@@ -27,33 +27,10 @@ from . import dist, metrics
 from .data import degrade as dg
 from .data import windows as win
 from .data.sequences import Archive
-from .engine import Predictor, chunks
+from .engine import Predictor
 from .errors import UserError, cli, require
 from .io import h5out
-
-
-def frame_rows(sr: torch.Tensor, hr: torch.Tensor, norm) -> dict:
-    """Per-frame metric rows (normalised units, data range 1; means in physical units)."""
-    sr64, hr64 = sr.double(), hr.double()
-    return {
-        "se": (((sr64 - hr64) ** 2).flatten(1).sum(1)).cpu().numpy(),
-        "ae": ((sr64 - hr64).abs().flatten(1).sum(1)).cpu().numpy(),
-        "psnr": metrics.psnr(sr64, hr64, 1.0).cpu().numpy(),
-        "ssim": metrics.ssim(sr64, hr64, 1.0).cpu().numpy() if min(sr.shape[-2:]) >= 11 else np.full(len(sr), np.nan),
-        "mean_sr": norm.phys(sr64.mean(dim=(-2, -1))).cpu().numpy(),
-        "mean_hr": norm.phys(hr64.mean(dim=(-2, -1))).cpu().numpy(),
-        "abs_hr": norm.phys(hr64).abs().flatten(1).mean(1).cpu().numpy(),
-    }
-
-
-def global_metrics(rows: dict, npix: int, span: float, env) -> dict:
-    """Sums of this rank's rows, reduced across ranks in one collective, then divided."""
-    local = torch.tensor([rows["se"].sum(), rows["ae"].sum(), rows["psnr"].sum(), np.nansum(rows["ssim"]), float(len(rows["se"])),
-                          np.abs(rows["mean_sr"] - rows["mean_hr"]).sum(), rows["abs_hr"].sum()], dtype=torch.float64, device=env.device)
-    se, ae, ps, ss, n, dm, ah = env.all_reduce_sum(local).tolist()
-    mse = se / (n * npix)
-    return {"mse": mse, "psnr": float(metrics.psnr_from_mse(mse, 1.0)), "psnr_mean": ps / n, "ssim": ss / n, "mae": ae / (n * npix),
-            "rmse_phys": float(np.sqrt(mse) * span), "mass_rel_err": dm / ah if ah > 0 else float("nan"), "frames": int(n)}
+from .io.atomic import check_writable, write_json
 
 
 @cli
@@ -80,7 +57,7 @@ def main(argv=None) -> int:
 
 def run(args, cfg, env) -> int:
     ic = cfg.infer
-    pred = Predictor(args.run_dir, env.device, ic.batch, ic.tile, autocast=ic.autocast)
+    pred = Predictor(args.run_dir, env.device, batch=ic.batch, tile=ic.tile, tile_halo=ic.tile_halo, autocast=ic.autocast)
     var = args.var or pred.var
     arc = Archive(args.input, var)
     T, H, W = arc.shape
@@ -100,7 +77,7 @@ def run(args, cfg, env) -> int:
         ref = Archive(args.reference, args.ref_var or var)
         if ref.shape != (T, h * s, w * s):
             raise UserError(f"{args.reference}: shape {ref.shape} does not match the super-resolved {(T, h * s, w * s)}")
-    chunk_list = chunks(T, ic.block_frames)
+    chunk_list = win.chunks(T, ic.block_frames)
     if len(chunk_list) < env.world:
         raise UserError(f"{T} frames in chunks of {ic.block_frames} give {len(chunk_list)} chunks for {env.world} ranks; lower infer.block_frames")
     mine = range(*win.block_range(len(chunk_list), env.world, env.rank))
@@ -110,10 +87,11 @@ def run(args, cfg, env) -> int:
              "crop": c, "window": pred.win_size, "padding": pred.pad, "tile": ic.tile, "autocast": ic.autocast}
     if args.netcdf:
         require("netCDF4", "netcdf")
-        if os.path.exists(args.output) and not args.overwrite:
-            raise UserError(f"{args.output} exists; refusing to overwrite it (pass --overwrite to replace it)")
+        check_writable(args.output, args.overwrite)
     h5_path = args.output + ".h5" if args.netcdf else args.output
-    out = h5out.SROutput(h5_path, out_shape, chunk_list, attrs, env, ic.compression, metrics=bool(args.degrade or ref), overwrite=args.overwrite)
+    acc = metrics.MetricSums(data_range=1.0, unit_scale=norm.span, spectrum_cutoff=1.0 / s, device=env.device)
+    out = h5out.SROutput(h5_path, out_shape, chunk_list, attrs, env, compression=ic.compression, metrics=bool(args.degrade or ref),
+                         overwrite=args.overwrite)
     finished = out.done()
     todo = [i for i in mine if i not in finished]
     skipped = len(mine) - len(todo)
@@ -135,7 +113,7 @@ def run(args, cfg, env) -> int:
         rows = None
         if args.degrade or ref is not None:
             hr = x[a - r0 : b - r0] if args.degrade else norm.unit(torch.from_numpy(ref.read(a, b)).to(env.device))
-            rows = frame_rows(sr, metrics.shave(hr, c), norm)
+            rows = {k: v.cpu().numpy() for k, v in acc.rows(sr, metrics.shave(hr, c), offset=norm.lo / norm.span).items()}
         data = norm.phys(sr).float().cpu().numpy()
         tw = time.time()
         out.write(cid, data, rows)
@@ -152,8 +130,9 @@ def run(args, cfg, env) -> int:
     timing = env.all_reduce_sum(torch.tensor([frames_done, write_bytes, write_s], dtype=torch.float64, device=env.device)).tolist()
     slowest = env.all_reduce_max(torch.tensor([elapsed], dtype=torch.float64, device=env.device)).item()
     gm = None
-    if out.metrics:
-        gm = global_metrics(out.read_metrics(mine), out_shape[1] * out_shape[2], norm.span, env)
+    if out.metrics:  # from the stored rows of this rank's chunks, written by this run or an earlier one
+        acc.add_rows(out.read_metrics(mine))
+        gm = acc.summary(env.all_reduce_sum(acc.sums.clone()))
     out.finish(gm)
     if env.is_root:
         if args.netcdf:
@@ -168,9 +147,7 @@ def run(args, cfg, env) -> int:
         if gm:
             print("global metrics: " + ", ".join(f"{k} {v:.6g}" for k, v in gm.items()), flush=True)
         if args.stats:
-            with open(args.stats + ".tmp", "w") as f:
-                json.dump(stats, f, indent=2)
-            os.replace(args.stats + ".tmp", args.stats)
+            write_json(args.stats, stats)
     return 0
 
 

@@ -20,6 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .data.degrade import gaussian_1d
+
 
 def shave(x: torch.Tensor, border: int) -> torch.Tensor:
     """Drop ``border`` pixels on each side of the last two dimensions."""
@@ -45,17 +47,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     return psnr_from_mse(mse(a.double(), b.double()), data_range)
 
 
-def _gauss_1d(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float64) -> torch.Tensor:
-    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-0.5 * (r / sigma) ** 2)
-    return (g / g.sum()).to(device=device, dtype=dtype)
-
-
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Per-item SSIM of (N, H, W) tensors (H, W >= ``size``)."""
     x = a.double().unsqueeze(1)
     y = b.double().unsqueeze(1)
-    g = _gauss_1d(size, sigma, a.device)
+    g = gaussian_1d(sigma, size).to(a.device)
     gh, gw = g.view(1, 1, size, 1), g.view(1, 1, 1, size)
 
     def filt(t):
@@ -86,8 +82,37 @@ def radial_band_power(x: torch.Tensor, cutoff: float) -> torch.Tensor:
     return (power * mask).flatten(1).sum(1)
 
 
+# Per-frame rows: what inference stores for every frame and what the sums below are made of.
+FRAME_FIELDS = ("se", "ae", "pixels", "psnr", "ssim", "mean_sr", "mean_hr", "abs_hr", "hi_sr", "hi_hr")
 # Layout of the sums vector. Keep in one place: reductions rely on it.
 FIELDS = ("se", "ae", "pixels", "psnr", "ssim", "items", "mass_abs", "mass_ref", "hi_sr", "hi_hr")
+
+
+@torch.no_grad()
+def frame_rows(sr: torch.Tensor, hr: torch.Tensor, data_range: float = 1.0, offset: float = 0.0, cutoff: float | None = None) -> dict:
+    """Per-frame metric rows {field: (N,) float64 tensor} of (N, H, W) predictions and references.
+
+    ``offset`` is added to both before the mean-based mass check (e.g. to turn normalised values
+    back into physical ones up to a factor); ``cutoff`` (fraction of Nyquist) enables the
+    high-wavenumber spectral energies (zero otherwise). SSIM is NaN for frames under 11x11.
+    """
+    sr = sr.detach().double().reshape(-1, *sr.shape[-2:])
+    hr = hr.detach().double().reshape(-1, *hr.shape[-2:]).to(sr.device)
+    m, a = mse(sr, hr), mae(sr, hr)
+    npix = sr.shape[-1] * sr.shape[-2]
+    zero = torch.zeros_like(m)
+    return {
+        "se": m * npix,
+        "ae": a * npix,
+        "pixels": torch.full_like(m, float(npix)),
+        "psnr": psnr_from_mse(m, data_range).to(m),
+        "ssim": ssim(sr, hr, data_range) if min(sr.shape[-2:]) >= 11 else torch.full_like(m, float("nan")),
+        "mean_sr": sr.mean(dim=(-2, -1)) + offset,
+        "mean_hr": hr.mean(dim=(-2, -1)) + offset,
+        "abs_hr": (hr + offset).abs().mean(dim=(-2, -1)),
+        "hi_sr": radial_band_power(sr, cutoff) if cutoff is not None else zero,
+        "hi_hr": radial_band_power(hr, cutoff) if cutoff is not None else zero,
+    }
 
 
 class MetricSums:
@@ -96,7 +121,8 @@ class MetricSums:
     ``data_range`` is the PSNR / SSIM range of the values given to :meth:`update`;
     ``unit_scale`` converts those values to physical units (RMSE in physical units is
     ``sqrt(mse) * unit_scale``); ``spectrum_cutoff`` (fraction of Nyquist, e.g. 1/scale) enables
-    the high-wavenumber energy ratio.
+    the high-wavenumber energy ratio. Sums are built from :func:`frame_rows`, directly
+    (:meth:`update`) or from rows stored earlier (:meth:`add_rows`).
     """
 
     def __init__(self, data_range: float = 1.0, unit_scale: float = 1.0, spectrum_cutoff: float | None = None, keep_items: bool = False, device=None):
@@ -106,37 +132,32 @@ class MetricSums:
         self.sums = torch.zeros(len(FIELDS), dtype=torch.float64, device=device)
         self.items: list[dict] = [] if keep_items else None
 
+    def rows(self, sr: torch.Tensor, hr: torch.Tensor, offset: float = 0.0) -> dict:
+        """This accumulator's :func:`frame_rows` of a batch (without adding them)."""
+        return frame_rows(sr, hr, self.data_range, offset, self.cutoff)
+
+    def add_rows(self, rows: dict) -> None:
+        """Add per-frame rows (tensors or arrays, as from :func:`frame_rows`) to the sums."""
+        r = {k: torch.as_tensor(rows[k], dtype=torch.float64, device=self.sums.device) for k in FRAME_FIELDS}
+        total = [r["se"].sum(), r["ae"].sum(), r["pixels"].sum(), r["psnr"].sum(), r["ssim"].sum(), torch.tensor(float(len(r["se"]))),
+                 (r["mean_sr"] - r["mean_hr"]).abs().sum(), r["abs_hr"].sum(), r["hi_sr"].sum(), r["hi_hr"].sum()]
+        self.sums += torch.stack([t.to(self.sums) for t in total])
+        if self.items is not None:
+            npix = r["pixels"]
+            for i in range(len(npix)):
+                self.items.append({"mse": float(r["se"][i] / npix[i]), "mae": float(r["ae"][i] / npix[i]), "psnr": float(r["psnr"][i]),
+                                   "ssim": float(r["ssim"][i])})
+
     @torch.no_grad()
     def update(self, sr: torch.Tensor, hr: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
-        """Add a batch of (N, H, W) predictions and references; returns their per-item PSNR.
-
-        ``offset`` is added to both (in the units given) before the mass error, e.g. to turn
-        normalised values back into physical ones for the mean-based mass check.
-        """
-        sr = sr.detach().double().reshape(-1, *sr.shape[-2:])
-        hr = hr.detach().double().reshape(-1, *hr.shape[-2:]).to(sr.device)
+        """Add a batch of (N, H, W) predictions and references; returns their per-item PSNR."""
         if self.sums.device != sr.device:
             self.sums = self.sums.to(sr.device)
-        m, a = mse(sr, hr), mae(sr, hr)
-        p = psnr_from_mse(m, self.data_range).to(sr.device)
-        s = ssim(sr, hr, self.data_range) if min(sr.shape[-2:]) >= 11 else torch.full_like(m, float("nan"))
-        npix = sr.shape[-1] * sr.shape[-2]
-        mean_sr = sr.mean(dim=(-2, -1)) + offset
-        mean_hr = hr.mean(dim=(-2, -1)) + offset
-        hr_abs = (hr + offset).abs().mean(dim=(-2, -1))
-        row = [m.sum() * npix, a.sum() * npix, torch.tensor(float(npix * len(m))), p.sum(), s.sum(), torch.tensor(float(len(m))),
-               (mean_sr - mean_hr).abs().sum(), hr_abs.sum()]
-        if self.cutoff is not None:
-            row += [radial_band_power(sr, self.cutoff).sum(), radial_band_power(hr, self.cutoff).sum()]
-        else:
-            row += [torch.tensor(0.0), torch.tensor(0.0)]
-        self.sums += torch.stack([r.to(self.sums) for r in row])
-        if self.items is not None:
-            for i in range(len(m)):
-                self.items.append({"mse": float(m[i]), "mae": float(a[i]), "psnr": float(p[i]), "ssim": float(s[i])})
-        return p
+        rows = self.rows(sr, hr, offset)
+        self.add_rows(rows)
+        return rows["psnr"]
 
-    def merge(self, other: "MetricSums") -> None:
+    def merge(self, other: MetricSums) -> None:
         self.sums += other.sums.to(self.sums)
 
     def summary(self, sums: torch.Tensor | None = None) -> dict:

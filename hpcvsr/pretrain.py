@@ -23,9 +23,10 @@ from .config import TrainConfig
 from .data import blocks as bl
 from .data import degrade as dg
 from .data import images
-from .errors import UserError, cli
+from .data.patches import PatchTask
+from .errors import cli
+from .io.atomic import check_writable
 from .models import MODELS_2D, build, entry
-from .pipeline import PatchTask
 
 log = logging.getLogger("hpcvsr")
 VALIDATION = ("camera", "coffee")
@@ -37,8 +38,7 @@ def image_blocks(scale: int, names: list, pairs) -> list:
         if name not in names:
             continue
         hr = torch.from_numpy(dg.modcrop(y, scale)).float()[None] / 255.0
-        seg = bl.Segment("skimage.data", name, 0, 1, name)
-        out.append(bl.Block(seg, (0, 1), (0, 1), hr, dg.imresize(hr, (hr.shape[-2] // scale, hr.shape[-1] // scale))))
+        out.append(bl.Block.in_memory(hr, dg.imresize(hr, (hr.shape[-2] // scale, hr.shape[-1] // scale)), name))
     return out
 
 
@@ -54,8 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    if os.path.exists(args.out) and not args.overwrite:
-        raise UserError(f"{args.out} exists; refusing to overwrite it (pass --overwrite)")
+    check_writable(args.out, args.overwrite)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(args.seed)
     env = dist.init("cpu")
@@ -63,18 +62,20 @@ def main(argv=None) -> int:
     names = [n for n, _ in pairs]
     train = image_blocks(args.scale, [n for n in names if n not in VALIDATION], pairs)
     val = image_blocks(args.scale, list(VALIDATION), pairs)
-    patch = {2: 48, 3: 48, 4: 48}[args.scale]
+    patch = 48
     model = build(args.model, args.scale)
-    tcfg = TrainConfig(epochs=args.epochs, batch_size=16, lr=args.lr, patience=0, patch=patch, patches_per_epoch=args.patches, schedule="cosine", seed=args.seed)
-    task = PatchTask(train, val, "lr", 1, 0, args.scale, patch, flips=True, train_eval_frames=1)
+    tcfg = TrainConfig(epochs=args.epochs, batch_size=16, lr=args.lr, patience=0, patch=patch, patches_per_epoch=args.patches, schedule="cosine",
+                       seed=args.seed)
+    task = PatchTask(train=train, val=val, source="lr", window=1, crop=0, scale=args.scale, patch=patch, flips=True, train_eval_frames=1)
     tmp_ckpt = args.out + ".ckpt"
     e = entry(args.model, args.scale, {})
-    hist = trainer.fit(task, model, tcfg, env, tmp_ckpt, dist.StopFlag().install(), "pretrain", e, {"pretrain": dataclasses.asdict(tcfg)})
-    state = {"model": dict(e, state_dict={k: v.cpu() for k, v in model.state_dict().items()}),
-             "made_by": f"python -m hpcvsr.pretrain --model {args.model} --scale {args.scale} --epochs {args.epochs} --patches {args.patches} --seed {args.seed}",
-             "data": f"scikit-image bundled images {', '.join(n for n in names if n not in VALIDATION)}; validation {', '.join(VALIDATION)}",
-             "history": hist}
-    checkpoint.save(args.out, state)
+    hist = trainer.fit(task, model, tcfg, env, ckpt_path=tmp_ckpt, stop=dist.StopFlag().install(), stage="pretrain", entry=e,
+                       config={"pretrain": dataclasses.asdict(tcfg)})
+    checkpoint.save_weights(
+        args.out, checkpoint.model_entry(model, e),
+        made_by=f"python -m hpcvsr.pretrain --model {args.model} --scale {args.scale} --epochs {args.epochs} --patches {args.patches} --seed {args.seed}",
+        data=f"scikit-image bundled images {', '.join(n for n in names if n not in VALIDATION)}; validation {', '.join(VALIDATION)}",
+        history=hist)
     os.remove(tmp_ckpt)
     log.info("wrote %s (validation PSNR %.2f dB at epoch 0, %.2f dB final)", args.out, hist[0]["val"]["psnr"], hist[-1]["val"]["psnr"])
     return 0

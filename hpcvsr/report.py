@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
-METHOD_ORDER = ("bicubic", "2d", "3d", "2d_3d", "joint", "3d_2d")
+from .io.atomic import atomic_path
+from .kinds import KINDS
 
-
-def write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: str, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, default=float))
+METHOD_ORDER = ("bicubic", *KINDS)  # bicubic, 2d, then every pipeline kind
 
 
 def _fmt(v, key):
@@ -54,7 +45,8 @@ def _save(fig, path: str) -> str:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format=os.path.splitext(path)[1][1:])
     plt.close(fig)
     return path
 

@@ -11,7 +11,8 @@ import os
 import sys
 
 from .errors import UserError, cli
-from .report import METHOD_ORDER, write_json
+from .io.atomic import write_json
+from .report import METHOD_ORDER
 
 
 @cli

@@ -1,6 +1,6 @@
 """The training loop: one function, read top to bottom.
 
-``fit`` trains one stage (a model and a :class:`~hpcvsr.pipeline.PatchTask`) with synchronised
+``fit`` trains one stage (a model and a :class:`~hpcvsr.data.patches.PatchTask`) with synchronised
 gradients (DistributedDataParallel when several ranks), Adam, an optional schedule, early
 stopping on the globally reduced validation MSE, and an atomic checkpoint of the whole state
 after every epoch and whenever a stop signal arrives. A run directory holding a checkpoint
@@ -25,7 +25,7 @@ from . import checkpoint
 from .config import TrainConfig
 from .dist import DistEnv, StopFlag
 from .errors import UserError
-from .models import weights as weights_mod
+from .models.weights import check_layers, layer_names
 
 log = logging.getLogger("hpcvsr")
 
@@ -43,6 +43,23 @@ def per_rank_batch(global_batch: int, world: int) -> int:
     if global_batch % world:
         raise UserError(f"global batch {global_batch} is not divisible by {world} ranks; set train*.batch_size to a multiple of {world}")
     return global_batch // world
+
+
+def param_groups(model: torch.nn.Module, lr: float, freeze=(), lr_mult=None, what: str = "model") -> list[dict]:
+    """Optimizer parameter groups honouring frozen layers and per-layer LR multipliers."""
+    lr_mult = dict(lr_mult or {})
+    check_layers(model, list(freeze), f"{what}.freeze")
+    check_layers(model, list(lr_mult), f"{what}.lr_mult")
+    groups: dict[float, list] = {}
+    for layer in layer_names(model):
+        module = model.get_submodule(layer)
+        params = list(module.parameters(recurse=False))
+        if layer in freeze:
+            for p in params:
+                p.requires_grad_(False)
+            continue
+        groups.setdefault(lr * lr_mult.get(layer, 1.0), []).extend(params)
+    return [{"params": ps, "lr": g} for g, ps in groups.items()]
 
 
 def make_scheduler(opt, kind: str, epochs: int):
@@ -72,20 +89,22 @@ def evaluate(task, model, env: DistEnv, split: str) -> dict:
     return sums.summary(total)
 
 
-def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, ckpt_path: str, stop: StopFlag,
-        stage: str, model_entry: dict, config: dict, freeze=(), lr_mult=None, what: str = "model") -> list[dict]:
+def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_path: str, stop: StopFlag,
+        stage: str, entry: dict, config: dict, freeze=(), lr_mult=None, what: str = "model") -> list[dict]:
     """Train ``model`` on ``task``; returns the per-epoch history (epoch 0 = before training).
 
-    ``what`` names the config section of ``freeze`` / ``lr_mult`` in error messages.
+    ``entry`` describes the model (:func:`hpcvsr.models.entry`) for its checkpoints; ``what`` names
+    the config section of ``freeze`` / ``lr_mult`` in error messages. ``patches_per_epoch`` is a
+    multiple of the global batch (checked when the configuration is loaded).
     """
     b_local = per_rank_batch(tcfg.batch_size, env.world)
-    steps = max(1, tcfg.patches_per_epoch // tcfg.batch_size)
-    opt = torch.optim.Adam(weights_mod.param_groups(model, tcfg.lr, freeze, lr_mult, what=what))
+    steps = tcfg.patches_per_epoch // tcfg.batch_size
+    opt = torch.optim.Adam(param_groups(model, tcfg.lr, freeze, lr_mult, what=what))
     sched = make_scheduler(opt, tcfg.schedule, tcfg.epochs)
     epoch, step0, history, best, bad = 0, 0, [], math.inf, 0
     best_state = None
     if os.path.exists(ckpt_path):
-        state = checkpoint.load(ckpt_path)
+        state = checkpoint.load_training(ckpt_path)
         if state.get("stage") != stage:
             raise UserError(f"{ckpt_path}: checkpoint of stage '{state.get('stage')}', expected '{stage}'")
         model.load_state_dict(state["model"]["state_dict"])
@@ -106,9 +125,8 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, ckpt_path
 
     def save(next_epoch: int, next_step: int, done: bool = False) -> None:
         if env.is_root:
-            entry = dict(model_entry, state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()})
-            checkpoint.save(ckpt_path, {
-                "stage": stage, "model": entry, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            checkpoint.save_training(ckpt_path, {
+                "stage": stage, "model": checkpoint.model_entry(model, entry), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "epoch": next_epoch, "step": next_step, "world": env.world, "history": history, "best": best,
                 "bad_epochs": bad, "best_state": best_state, "rng": checkpoint.rng_state(), "config": config, "done": done,
             })
@@ -118,7 +136,7 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, ckpt_path
         m0 = evaluate(task, model, env, "val")
         history.append({"epoch": 0, "val": m0, "train": evaluate(task, model, env, "train"), "loss": None, "lr": tcfg.lr, "seconds": 0.0})
         best = m0["mse"]
-        best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        best_state = copy.deepcopy(checkpoint.cpu_state(model))
     t_start = time.time()
     bar = None
     if env.is_root:
@@ -159,7 +177,7 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, ckpt_path
                         "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t_start})
         log.info("%s epoch %d: loss %.3e val mse %.3e psnr %.2f ssim %.4f", stage, epoch + 1, loss, val["mse"], val["psnr"], val["ssim"])
         if val["mse"] < best:
-            best, bad, best_state = val["mse"], 0, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best, bad, best_state = val["mse"], 0, copy.deepcopy(checkpoint.cpu_state(model))
         else:
             bad += 1
         epoch += 1

@@ -1,6 +1,7 @@
 """Every user mistake: one clear error line, non-zero exit, no traceback, nothing partial left."""
 
 import os
+import time
 
 import h5py
 import numpy as np
@@ -17,7 +18,7 @@ def _archive(path, data, var="h"):
 def _no_results(run_dir):
     if not os.path.isdir(run_dir):
         return
-    for root, _, files in os.walk(run_dir):
+    for _root, _, files in os.walk(run_dir):
         for f in files:
             assert ".tmp" not in f, f
             assert f not in ("metrics.json", "model.pt", "table.md"), f
@@ -64,8 +65,28 @@ def test_unknown_config_key(tmp_path):
     proc = run_cli("hpcvsr.train", "--config", str(cfg), "--run-dir", str(tmp_path / "run"))
     assert_user_error(proc, "unknown key 'train2d.epoch'", str(cfg))
     assert not (tmp_path / "run").exists()
-    proc = run_cli("hpcvsr.evaluate", "--method", "bicubic", "--images", str(tmp_path), "--set", "foo.bar=1")
+    proc = run_cli("hpcvsr.train", "--run-dir", str(tmp_path / "run"), "--set", "foo.bar=1")
     assert_user_error(proc, "unknown key 'foo.bar'")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["pipeline=2d_3d", "model3d.name=srnet3d"], "pipeline 2d_3d needs a 3D model on high-resolution frames"),
+    (["pipeline=joint", "model3d.name=srnet3d"], "pipeline joint needs a 3D model on high-resolution frames"),
+    (["pipeline=3d_2d", "model3d.name=srnet3d"], "pipeline 3d_2d needs model3d.name: vsr3d"),
+    (["model2d.name=vsr3d"], "model2d.name must be one of"),
+    (["model3d.kwargs={depth: 3}"], "model 'vsr3d'"),
+    (["model3d.kwargs={same_padding: false}", "infer.tile=64", "infer.tile_halo=0"], "smaller than the model"),
+    (["train2d.patches_per_epoch=100"], "not a multiple of train2d.batch_size=16"),
+    (["train2d.patch=256"], "larger than the generated frames"),
+    (["model2d.init=/no/such.mat"], "model2d.init: file not found"),
+])
+def test_incompatible_settings_fail_fast_before_any_output(tmp_path, sets, message):
+    t0 = time.time()
+    proc = run_cli("hpcvsr.train", "--run-dir", str(tmp_path / "run"), *sum((["--set", s] for s in sets), []))
+    assert_user_error(proc, message)
+    assert time.time() - t0 < 5.0  # before any data are generated
+    assert not (tmp_path / "run").exists()
 
 
 def test_evaluate_bad_inputs(tmp_path):

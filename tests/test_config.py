@@ -40,7 +40,7 @@ def test_bad_override_names_key():
 
 
 def test_dump_round_trips(tmp_path):
-    cfg = config.load(None, ["pipeline=3d", "model2d.lr_mult={conv1: 0.1}"])
+    cfg = config.load(None, ["pipeline=3d", "model2d.lr_mult={feature: 0.1}"])
     out = tmp_path / "resolved.yaml"
     config.dump(cfg, str(out))
     again = config.load(str(out))
@@ -65,3 +65,25 @@ def test_every_config_in_configs_and_jobs_parses():
     assert used, "no job script names a config"
     for path in used:
         config.load(os.path.join(ROOT, path))
+
+
+def test_pipeline_kinds_have_one_owner():
+    """Each pipeline-kind string appears only in the owning table (kinds.py) and config (its default); config takes its
+    choices from the table."""
+    import re
+
+    from hpcvsr import kinds
+
+    assert config.CHOICES["pipeline"] == tuple(kinds.KINDS)
+    pkg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hpcvsr")
+    for name in kinds.KINDS:
+        pattern = re.compile(r"""["']""" + re.escape(name) + r"""["']""")
+        owners = [os.path.relpath(os.path.join(d, f), pkg) for d, _, files in os.walk(pkg) for f in files
+                  if f.endswith(".py") and pattern.search(open(os.path.join(d, f)).read())]
+        assert set(owners) <= {"kinds.py", "config.py"} and "kinds.py" in owners, (name, owners)
+
+
+@pytest.mark.parametrize("override, fragment", [("data.source=images", "must be one of"), ("data.swe_steps_per_frame=3", "unknown key")])
+def test_removed_settings_are_rejected(override, fragment):
+    with pytest.raises(UserError, match=fragment):
+        config.load(None, [override])

@@ -57,8 +57,8 @@ def test_two_ranks_train_2d_then_3d_with_identical_parameters(uninterrupted):
     assert m["ranks"] == 2 and set(m["history"]) == {"2d", "2d_3d"}
     assert {"bicubic", "2d", "2d_3d"} <= set(m["metrics"]["test"])
     # the stored final model reproduces the fingerprint
-    final = checkpoint.load(os.path.join(uninterrupted, "model.pt"))
-    assert checkpoint.state_hash(final["model"]["state_dict"]) == h0
+    final = checkpoint.load_model(os.path.join(uninterrupted, "model.pt"))
+    assert checkpoint.state_hash(final.model["state_dict"]) == h0
 
 
 def test_each_rank_reads_exactly_its_block_plus_halo(uninterrupted):
@@ -112,7 +112,7 @@ def test_sigterm_mid_epoch_then_resume_gives_identical_weights(uninterrupted, tm
 
 
 def test_more_ranks_than_frames_and_indivisible_batch_are_clear_errors(tmp_path):
-    proc = _train(tmp_path / "a", "--set", "train2d.batch_size=15")
+    proc = _train(tmp_path / "a", "--set", "train2d.batch_size=15", "--set", "train2d.patches_per_epoch=510")
     assert proc.returncode != 0 and "not divisible by 2 ranks" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_mpi(2, "-m", "hpcvsr.train", "--run-dir", str(tmp_path / "b"), "--set", "pipeline=2d", "--set", "data.frames=6",
                    "--set", "data.val_fraction=0.2", "--set", "data.size=[32,32]", "--set", "train2d.patch=16", timeout=300)

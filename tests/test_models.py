@@ -1,6 +1,7 @@
 """Shape tests for every model, published Set5 numbers of the authors' weights, transfer learning."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -9,7 +10,8 @@ from hpcvsr import checkpoint
 from hpcvsr.errors import UserError
 from hpcvsr.models import MODELS, build, entry, from_entry
 from hpcvsr.models import weights as W
-from hpcvsr.models.pipelines import Joint2D3D, Reverse3D2D
+from hpcvsr.models.composite import Joint2D3D, Reverse3D2D
+from hpcvsr.trainer import param_groups
 
 from .conftest import assert_user_error, run_cli, shared_path
 
@@ -56,8 +58,8 @@ def test_checkpoint_round_trip_identical_outputs(tmp_path):
     torch.nn.init.normal_(m.recon.weight, std=0.05)
     e = entry("climate_fsrcnn", 2, {})
     path = str(tmp_path / "c.pt")
-    checkpoint.save(path, {"model": dict(e, state_dict=m.state_dict())})
-    again = from_entry(checkpoint.load(path)["model"])
+    checkpoint.save_weights(path, checkpoint.model_entry(m, e))
+    again = from_entry(checkpoint.load_entry(path))
     x = torch.rand(2, 1, 16, 16)
     assert torch.equal(m(x), again(x))
 
@@ -66,13 +68,41 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
     with pytest.raises(UserError, match="bad.pt: not a readable checkpoint"):
-        checkpoint.load(str(bad))
+        checkpoint.load_entry(str(bad))
     m = build("climate_fsrcnn", 2)
     good = tmp_path / "good.pt"
-    checkpoint.save(str(good), {"model": dict(entry("climate_fsrcnn", 2, {}), state_dict=m.state_dict())})
+    checkpoint.save_weights(str(good), checkpoint.model_entry(m, entry("climate_fsrcnn", 2, {})))
     good.write_bytes(good.read_bytes()[:200])  # truncated
     with pytest.raises(UserError, match="good.pt: not a readable checkpoint"):
-        checkpoint.load(str(good))
+        checkpoint.load_entry(str(good))
+
+
+class _Payload:
+    """Unpickling this would run code (it calls os.system)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_crafted_pickle_is_refused_without_running_it(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"format": checkpoint.MODEL, "version": checkpoint.VERSION, "model": _Payload()}, path)
+    with pytest.raises(UserError, match="refused"):
+        checkpoint.load_model(str(path))
+    assert not (tmp_path / "PWNED").exists() and not os.path.exists("PWNED")
+
+
+def test_first_format_file_is_refused_then_upgraded(tmp_path):
+    m = build("climate_fsrcnn", 2)
+    old = tmp_path / "w.pt"
+    torch.save({"format": "hpcvsr-1", "model": checkpoint.model_entry(m, entry("climate_fsrcnn", 2, {})), "history": []}, old)
+    with pytest.raises(UserError, match="python -m hpcvsr.checkpoint upgrade"):
+        checkpoint.load_entry(str(old))
+    assert checkpoint.main(["upgrade", str(old), "--out", str(tmp_path / "new.pt")]) == 0
+    again = from_entry(checkpoint.load_entry(str(tmp_path / "new.pt")))
+    assert checkpoint.state_hash(again.state_dict()) == checkpoint.state_hash(m.state_dict())
 
 
 def test_layerwise_init_copies_and_slices():
@@ -90,11 +120,11 @@ def test_layerwise_init_copies_and_slices():
 
 def test_freeze_and_lr_mult_name_layers():
     m = build("climate_fsrcnn", 2)
-    groups = W.param_groups(m, 1e-3, freeze=["feature"], lr_mult={"recon": 10.0})
+    groups = param_groups(m, 1e-3, freeze=["feature"], lr_mult={"recon": 10.0})
     assert not m.feature.weight.requires_grad
     assert sorted(g["lr"] for g in groups) == [1e-3, 1e-2]
     with pytest.raises(UserError, match="model has no layer 'conv9'"):
-        W.param_groups(build("climate_fsrcnn", 2), 1e-3, freeze=["conv9"], what="model2d")
+        param_groups(build("climate_fsrcnn", 2), 1e-3, freeze=["conv9"], what="model2d")
 
 
 def test_bundled_weights_exist_and_load():

@@ -13,48 +13,19 @@ import argparse
 import sys
 import time
 
-import numpy as np
-
 from ..errors import UserError, cli
-from . import images, phantom, sequences, swe, video
+from ..io.atomic import check_writable
+from . import sources
 
 
-def _center_crop(img: np.ndarray, size) -> np.ndarray:
-    h, w = size
-    H, W = img.shape
-    if H < h or W < w:
-        raise UserError(f"image of {H}x{W} is smaller than the requested {h}x{w}")
-    y, x = (H - h) // 2, (W - w) // 2
-    return img[y : y + h, x : x + w]
-
-
-def build(args) -> tuple[dict, dict, dict]:
-    """(variables, attributes, units) for the chosen source."""
-    if args.source == "swe":
-        seq = swe.generate(args.frames, tuple(args.size), args.seed, progress=not args.quiet)
-        variables = {"h": seq.h, "u": seq.u, "v": seq.v, "vort": seq.vort}
-        return variables, swe.attributes(seq), swe.UNITS
-    if args.source == "phantom":
-        data = phantom.generate(args.frames, tuple(args.size), args.seed)
-        return {"phantom": data}, {"source": "phantom", "seed": args.seed, "dx": 1.0, "dt": 1.0}, {"phantom": "1"}
+def build(args) -> sources.Built:
+    if args.source in sources.GENERATED:
+        return sources.generate(args.source, args.frames, args.size, args.seed, progress=not args.quiet)
     if args.source == "images":
-        pairs = images.load_luma(args.folder)
-        if not pairs:
-            raise UserError("no images found")
-        size = args.size_given or [min(y.shape[0] for _, y in pairs), min(y.shape[1] for _, y in pairs)]
-        stack = np.stack([_center_crop(y, size) for _, y in pairs]).astype(np.float32)
-        attrs = {"source": "images", "folder": args.folder or "skimage.data", "names": ",".join(n for n, _ in pairs), "dx": 1.0, "dt": 0.0}
-        return {"y": stack}, attrs, {"y": "8-bit luma"}
+        return sources.still_images(args.folder, args.size_given)
     if args.source == "video":
-        frames = video.read_video(args.input, args.size_given, args.start, args.stop)
-        return {"y": frames}, {"source": "video", "input": args.input, "dx": 1.0, "dt": 1.0}, {"y": "8-bit luma"}
-    arc = sequences.Archive(args.input, args.var)
-    stop = len(arc) if args.stop is None else args.stop
-    data = arc.read(args.start, stop)
-    arc.close()
-    attrs = {"source": "archive", "input": args.input, "var": args.var, "start": args.start}
-    attrs.update({k: v for k, v in arc.attrs.items() if isinstance(v, (int, float, str, np.number))})
-    return {args.var: data}, attrs, {args.var: str(arc.units or "1")}
+        return sources.video(args.input, args.size_given, args.start, args.stop)
+    return sources.archive(args.input, args.var, args.start, args.stop)
 
 
 @cli
@@ -81,12 +52,12 @@ def main(argv=None) -> int:
         raise UserError(f"--frames must be positive, got {args.frames}")
     if min(args.size) < 8:
         raise UserError(f"--size must be at least 8x8, got {args.size}")
-    sequences.check_writable(args.out, args.overwrite)  # refuse before any work is done
+    check_writable(args.out, args.overwrite)  # refuse before any work is done
     t0 = time.time()
-    variables, attrs, units = build(args)
-    sequences.write_sequence(args.out, variables, attrs, units, overwrite=args.overwrite)
-    first = next(iter(variables.values()))
-    print(f"wrote {args.out}: {', '.join(variables)} of shape {tuple(first.shape)} float32 in {time.time() - t0:.1f} s")
+    built = build(args)
+    built.write(args.out, overwrite=args.overwrite)
+    first = next(iter(built.variables.values()))
+    print(f"wrote {args.out}: {', '.join(built.variables)} of shape {tuple(first.shape)} float32 in {time.time() - t0:.1f} s")
     return 0
 
 

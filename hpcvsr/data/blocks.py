@@ -8,7 +8,7 @@ which are padded as configured. :func:`read_block` reads exactly frames
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -54,7 +54,9 @@ class Normaliser:
 @dataclass
 class Block:
     """Frames ``read`` = [r0, r1) of a segment (segment-local indices) held by this rank, of which
-    it owns [o0, o1). ``hr`` is normalised (T, H, W); ``lr`` its degradation."""
+    it owns [o0, o1). ``hr`` is normalised (T, H, W); ``lr`` its degradation; ``bicubic`` and
+    ``sr2d`` are the inputs a 3D stage may read (bicubic upscale, 2D outputs) over the same frames,
+    set by :func:`hpcvsr.data.patches.prepare_inputs`."""
 
     segment: Segment
     own: tuple[int, int]
@@ -62,7 +64,14 @@ class Block:
     hr: torch.Tensor
     lr: torch.Tensor
     pad: str = "replicate"
-    extra: dict = field(default_factory=dict)  # other buffers in the same frame range (e.g. 2D outputs)
+    bicubic: torch.Tensor | None = None
+    sr2d: torch.Tensor | None = None
+
+    @classmethod
+    def in_memory(cls, hr: torch.Tensor, lr: torch.Tensor, name: str) -> Block:
+        """A block of frames that come from no file (e.g. still images): it owns all of them."""
+        n = hr.shape[0]
+        return cls(Segment("(memory)", name, 0, n, name), (0, n), (0, n), hr, lr)
 
     @property
     def n_own(self) -> int:
@@ -78,15 +87,20 @@ class Block:
             return np.asarray(centres, dtype=np.int64)[:, None] - self.read[0]
         return win.local_window_indices(centres, self.segment.n, self.read[0], self.read[1], size, self.pad)
 
-    def own_slice(self) -> slice:
-        return slice(self.own[0] - self.read[0], self.own[1] - self.read[0])
+    def buffer(self, source: str) -> torch.Tensor:
+        """The frames a model reads: 'lr', 'bicubic' or 'sr2d'."""
+        buf = {"lr": self.lr, "bicubic": self.bicubic, "sr2d": self.sr2d}[source]
+        if buf is None:
+            raise RuntimeError(f"block buffer '{source}' was not prepared")  # programming error
+        return buf
 
 
 def read_block(seg: Segment, world: int, rank: int, halo: int, norm: Normaliser, scale: int, method: str,
                sigma: float = 1.6, pad: str = "replicate", device=None, reads: list | None = None) -> Block:
     """Read this rank's block of ``seg`` plus ``halo`` frames each side, normalise and degrade it."""
     if seg.n < world:
-        raise UserError(f"{seg.path}:{seg.var} frames {seg.start}:{seg.stop} ({seg.n} frames) cannot be shared by {world} ranks; use fewer ranks or more frames")
+        raise UserError(f"{seg.path}:{seg.var} frames {seg.start}:{seg.stop} ({seg.n} frames) cannot be shared by {world} ranks; "
+                        "use fewer ranks or more frames")
     own = win.block_range(seg.n, world, rank)
     r0, r1 = win.halo_range(*own, seg.n, halo)
     arc = Archive(seg.path, seg.var, log=reads)

@@ -97,10 +97,15 @@ def modcrop(x, scale: int):
     return x[..., : h - h % scale, : w - w % scale]
 
 
-def gaussian_kernel(sigma: float, size: int = 13) -> torch.Tensor:
+def gaussian_1d(sigma: float, size: int) -> torch.Tensor:
+    """Normalised 1-D Gaussian weights (float64) of ``size`` taps."""
     r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-0.5 * (r / sigma) ** 2)
-    g = g / g.sum()
+    return g / g.sum()
+
+
+def gaussian_kernel(sigma: float, size: int = 13) -> torch.Tensor:
+    g = gaussian_1d(sigma, size)
     return torch.outer(g, g)
 
 

@@ -15,7 +15,8 @@ from ..errors import UserError
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # Colour images bundled with scikit-image (no download needed) used for pretraining.
-SKIMAGE_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "cat", "camera", "moon", "page", "text", "coins", "brick", "grass", "gravel")
+SKIMAGE_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "cat", "camera", "moon",
+                 "page", "text", "coins", "brick", "grass", "gravel")
 
 
 def rgb_to_y(rgb: np.ndarray) -> np.ndarray:

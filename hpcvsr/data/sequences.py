@@ -12,36 +12,13 @@ so very large archives should be converted to HDF5 once).
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import h5py
 import numpy as np
 
 from ..errors import UserError, check_finite
-
-
-def check_writable(path: str, overwrite: bool = False) -> None:
-    """Raise a UserError if ``path`` exists (and may not be replaced) or its folder is missing."""
-    if os.path.exists(path) and not overwrite:
-        raise UserError(f"{path} exists; refusing to overwrite it (pass --overwrite to replace it)")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise UserError(f"output folder does not exist: {parent}")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str, overwrite: bool = False):
-    """Yield a temporary path next to ``path``; rename onto ``path`` only on success."""
-    check_writable(path, overwrite)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        yield tmp
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    os.replace(tmp, path)
+from ..io.atomic import atomic_path
 
 
 def _attr(value):

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 VISC = 0.01  # grid-scale damping rate ~ VISC * 97 * u0 / dx
 
 

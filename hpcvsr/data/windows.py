@@ -79,6 +79,15 @@ def local_window_indices(centres, n: int, read_start: int, read_stop: int, size:
     return g - read_start
 
 
+def chunks(n_frames: int, chunk: int) -> list[tuple[int, int]]:
+    """Global frame chunks [a, b) of ``chunk`` frames (the last may be shorter).
+
+    >>> chunks(10, 4)
+    [(0, 4), (4, 8), (8, 10)]
+    """
+    return [(a, min(n_frames, a + chunk)) for a in range(0, n_frames, chunk)]
+
+
 def split_train_val(n: int, val_fraction: float) -> tuple[tuple[int, int], tuple[int, int]]:
     """Leading frames train, trailing ``val_fraction`` validate: ((0, a), (a, n)).
 

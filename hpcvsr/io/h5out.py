@@ -26,8 +26,8 @@ import h5py
 import numpy as np
 
 from ..errors import UserError
-
-FRAME_FIELDS = ("se", "ae", "psnr", "ssim", "mean_sr", "mean_hr", "abs_hr")
+from ..metrics import FRAME_FIELDS
+from .atomic import atomic_path, check_writable, write_json
 
 
 def mpi_h5py() -> bool:
@@ -35,21 +35,17 @@ def mpi_h5py() -> bool:
 
 
 class SROutput:
-    def __init__(self, path: str, shape: tuple, chunk_list: list, attrs: dict, env, compression: str = "",
-                 metrics: bool = False, overwrite: bool = False, mode: str = "auto"):
+    def __init__(self, path: str, shape: tuple, chunk_list: list, attrs: dict, env, *, compression: str = "",
+                 metrics: bool = False, overwrite: bool = False):
         self.path, self.shape, self.env, self.chunks = path, tuple(int(s) for s in shape), env, chunk_list
         self.partial, self.parts = path + ".partial", path + ".parts"
         self.metrics, self.attrs = metrics, dict(attrs)
         self.compression = compression or None
-        self.mode = ("mpio" if mpi_h5py() and env.distributed else "parts") if mode == "auto" else mode
+        self.mode = "mpio" if mpi_h5py() and env.distributed else "parts"
         self.layout = {"frames": self.shape[0], "shape": list(self.shape), "chunks": [list(c) for c in chunk_list],
                        "checkpoint_hash": str(attrs.get("checkpoint_hash", "")), "metrics": metrics, "mode": self.mode}
         if env.is_root:
-            if os.path.exists(path) and not overwrite:
-                raise UserError(f"{path} exists; refusing to overwrite it (pass --overwrite to replace it)")
-            parent = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(parent):
-                raise UserError(f"output folder does not exist: {parent}")
+            check_writable(path, overwrite)
         env.barrier()
         if self.mode == "mpio":
             from mpi4py import MPI
@@ -67,9 +63,7 @@ class SROutput:
                 if os.path.exists(layout_file):
                     self._check_layout(json.load(open(layout_file)), self.parts)
                 else:
-                    with open(layout_file + ".tmp", "w") as f:
-                        json.dump(self.layout, f)
-                    os.replace(layout_file + ".tmp", layout_file)
+                    write_json(layout_file, self.layout)
             env.barrier()
 
     def _check_layout(self, old: dict, where: str) -> None:
@@ -109,13 +103,11 @@ class SROutput:
             self.f["done"][cid] = 1  # only after the frames are on disk
             self.f.flush()
             return
-        final = self._chunk_file(cid)
-        tmp = final + f".tmp{os.getpid()}"
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("sr", data=frames.astype(np.float32), chunks=(1, *frames.shape[1:]), compression=self.compression)
-            for k, v in (frame_metrics or {}).items():
-                f[f"metrics/frame_{k}"] = v
-        os.replace(tmp, final)
+        with atomic_path(self._chunk_file(cid)) as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("sr", data=frames.astype(np.float32), chunks=(1, *frames.shape[1:]), compression=self.compression)
+                for k, v in (frame_metrics or {}).items():
+                    f[f"metrics/frame_{k}"] = v
 
     def read_metrics(self, cids) -> dict:
         """Per-frame metric rows of chunks ``cids`` (from whatever run wrote them)."""
@@ -149,7 +141,7 @@ class SROutput:
             rel = os.path.basename(self.parts)
             for cid, (a, b) in enumerate(self.chunks):
                 layout[a:b] = h5py.VirtualSource(os.path.join(rel, os.path.basename(self._chunk_file(cid))), "sr", shape=(b - a, *self.shape[1:]))
-            with h5py.File(self.partial, "w") as f:
+            with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as f:
                 f.create_virtual_dataset("sr", layout, fillvalue=np.nan)
                 for k, v in self.attrs.items():
                     f.attrs[k] = v
@@ -161,7 +153,6 @@ class SROutput:
                         g.create_dataset(f"frame_{k}", data=v)
                     for k, v in (global_metrics or {}).items():
                         g.attrs[k] = v
-            os.replace(self.partial, self.path)
         self.env.barrier()
 
 
@@ -171,8 +162,7 @@ def consolidate(path: str) -> None:
         if not src["sr"].is_virtual:
             return
         parts = os.path.join(os.path.dirname(os.path.abspath(path)), src.attrs["parts"])
-        tmp = path + ".consolidating"
-        with h5py.File(tmp, "w") as dst:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as dst:
             for k, v in src.attrs.items():
                 if k != "parts":
                     dst.attrs[k] = v
@@ -183,7 +173,6 @@ def consolidate(path: str) -> None:
             for name in src:
                 if name != "sr":
                     src.copy(name, dst)
-    os.replace(tmp, path)
     shutil.rmtree(parts)
 
 

@@ -6,9 +6,10 @@ window batch (N, T, H, W) of consecutive frames to the centre frame (N, 1, H', W
 low-resolution ('lr').
 """
 
+from .composite import Joint2D3D, Reverse3D2D
 from .fsrcnn import FSRCNN, ClimateFSRCNN
 from .srcnn import SRCNN
-from .vsr3d import SRNet3D, VSR3D
+from .vsr3d import VSR3D, SRNet3D
 
 MODELS = {
     "srcnn": SRCNN,
@@ -16,6 +17,8 @@ MODELS = {
     "climate_fsrcnn": ClimateFSRCNN,
     "vsr3d": VSR3D,
     "srnet3d": SRNet3D,
+    "joint2d3d": Joint2D3D,  # compositions: built from their parts (net2d, net3d), not from a scale
+    "reverse3d2d": Reverse3D2D,
 }
 
 MODELS_2D = ("srcnn", "fsrcnn", "climate_fsrcnn")
@@ -44,12 +47,8 @@ def entry(name: str, scale: int, kwargs: dict, parts: dict | None = None) -> dic
 
 def from_entry(e: dict):
     """Rebuild a model (and load its weights if the entry has them) from :func:`entry`."""
-    from .pipelines import Joint2D3D, Reverse3D2D
-
-    if e["name"] == "joint":
-        model = Joint2D3D(from_entry(e["parts"]["net2d"]), from_entry(e["parts"]["net3d"]))
-    elif e["name"] == "reverse3d2d":
-        model = Reverse3D2D(from_entry(e["parts"]["net3d"]), from_entry(e["parts"]["net2d"]))
+    if "parts" in e:
+        model = MODELS[e["name"]](**{k: from_entry(v) for k, v in e["parts"].items()})
     else:
         model = build(e["name"], e["scale"], **e["kwargs"])
     if "state_dict" in e:

@@ -122,8 +122,7 @@ def load_source(path: str, scale: int) -> tuple[str, dict, dict]:
         raise UserError(f"{path}: neither SRCNN nor FSRCNN weights (no weights_conv1 / weights_conv)")
     from .. import checkpoint
 
-    state = checkpoint.load(path)
-    entry = state["model"]
+    entry = checkpoint.load_entry(path)
     if entry["scale"] != scale:
         raise UserError(f"{path}: weights are for scale x{entry['scale']}, but scale x{scale} was asked for")
     return entry["name"], entry["kwargs"], entry["state_dict"]
@@ -194,20 +193,3 @@ def check_layers(model: torch.nn.Module, names, what: str) -> None:
     for n in names:
         if n not in known:
             raise UserError(f"{what}: model has no layer '{n}' (layers: {', '.join(known)})")
-
-
-def param_groups(model: torch.nn.Module, lr: float, freeze=(), lr_mult=None, what: str = "model") -> list[dict]:
-    """Optimizer parameter groups honouring frozen layers and per-layer LR multipliers."""
-    lr_mult = dict(lr_mult or {})
-    check_layers(model, list(freeze), f"{what}.freeze")
-    check_layers(model, list(lr_mult), f"{what}.lr_mult")
-    groups: dict[float, list] = {}
-    for layer in layer_names(model):
-        module = model.get_submodule(layer)
-        params = list(module.parameters(recurse=False))
-        if layer in freeze:
-            for p in params:
-                p.requires_grad_(False)
-            continue
-        groups.setdefault(lr * lr_mult.get(layer, 1.0), []).extend(params)
-    return [{"params": ps, "lr": g} for g, ps in groups.items()]

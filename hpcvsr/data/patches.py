@@ -1,0 +1,100 @@
+"""What a model reads from a rank's blocks: random training patches and whole-frame windows.
+
+* :func:`prepare_inputs` adds the buffers a 3D stage reads (bicubic upscale, 2D outputs);
+* :func:`window_frames` gives inputs (k, window, ...) and cropped targets for whole frames;
+* :class:`PatchTask` samples random patches (2D) or windows of patches (3D) from a rank's own
+  frames for training, and evaluates whole frames on the training and validation blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import metrics as mt
+from . import blocks as bl
+from . import degrade as dg
+from . import windows as win
+
+
+@torch.no_grad()
+def frames_through(model, frames: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """Run a 2D model over (T, h, w) LR frames -> (T, H, W)."""
+    model.eval()
+    out = [model(frames[i : i + batch].unsqueeze(1)).squeeze(1) for i in range(0, len(frames), batch)]
+    model.train()
+    return torch.cat(out)
+
+
+def prepare_inputs(blocks: list, scale: int, model2d=None) -> None:
+    """Set the bicubic upscale and, with a 2D model, its outputs, for every frame a block holds
+    (own + halo), so its windows are complete."""
+    for b in blocks:
+        b.bicubic = dg.upscale(b.lr, scale)
+        if model2d is not None:
+            b.sr2d = frames_through(model2d, b.lr)
+
+
+def window_frames(b: bl.Block, centres, *, source: str = "lr", window: int = 1, crop: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (k, window, ...) read from buffer ``source`` and targets (k, H - 2 crop, W - 2 crop)."""
+    idx = b.window_index(centres, window)
+    hr = mt.shave(b.hr[np.asarray(centres) - b.read[0]], crop)
+    return b.buffer(source)[torch.from_numpy(idx).to(b.hr.device)], hr
+
+
+class PatchTask:
+    """Random patches of a rank's own frames for training; whole frames for evaluation.
+
+    ``source`` is the buffer the model reads ('lr', 'bicubic' or 'sr2d'); ``window`` the number
+    of consecutive frames per sample (1 for 2D models); ``crop`` the border the model's output
+    lacks (the study's valid 3D layers). Flips are used only for degradations that commute with
+    them (bicubic, block mean).
+    """
+
+    def __init__(self, *, train: list, val: list, source: str, window: int, crop: int, scale: int, patch: int, flips: bool,
+                 train_eval_frames: int = 8, eval_batch: int = 4):
+        self.train, self.val = train, val
+        self.source, self.window, self.crop, self.scale, self.patch = source, window, crop, scale, patch
+        self.flips, self.train_eval_frames, self.eval_batch = flips, train_eval_frames, eval_batch
+        self.frames_per_sample = window
+        self.counts = np.array([b.n_own for b in train])
+
+    def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """(count, 5) rows (block, centre, y, x, flip); centres are segment-local frame indices."""
+        which = rng.choice(len(self.train), size=count, p=self.counts / self.counts.sum())
+        sizes = np.array([b.hr.shape[-2:] for b in self.train])[which]
+        o = win.patch_origins(rng, count, self.counts[which], sizes[:, 0], sizes[:, 1], self.patch, self.scale)
+        first = np.array([b.own[0] for b in self.train])[which]
+        flip = o[:, 3] if self.flips else np.zeros(count, dtype=np.int64)
+        return np.stack([which, first + o[:, 0], o[:, 1], o[:, 2], flip], axis=1)
+
+    def batch(self, origins: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        p, s, c = self.patch, self.scale, self.crop
+        for bi, t, y, x, flip in origins.tolist():
+            b = self.train[bi]
+            idx = b.window_index([t], self.window)[0]
+            buf = b.buffer(self.source)
+            if self.source == "lr":
+                xi = buf[idx, y // s : (y + p) // s, x // s : (x + p) // s]
+            else:
+                xi = buf[idx, y : y + p, x : x + p]
+            yi = b.hr[t - b.read[0], y + c : y + p - c, x + c : x + p - c][None]
+            dims = [d for d, bit in ((-1, 1), (-2, 2)) if flip & bit]
+            if dims:
+                xi, yi = xi.flip(dims), yi.flip(dims)
+            xs.append(xi)
+            ys.append(yi)
+        return torch.stack(xs), torch.stack(ys)
+
+    def evaluate(self, model, split: str) -> mt.MetricSums:
+        acc = mt.MetricSums(data_range=1.0)
+        blocks = self.val if split == "val" else self.train
+        for b in blocks:
+            centres = b.centres()
+            if split == "train":
+                centres = centres[: self.train_eval_frames]
+            for i in range(0, len(centres), self.eval_batch):
+                x, y = window_frames(b, centres[i : i + self.eval_batch], source=self.source, window=self.window, crop=self.crop)
+                acc.update(model(x).squeeze(1), y)
+        return acc

@@ -1,0 +1,86 @@
+"""Every data source, built one way: ``python -m hpcvsr.data`` and training both ask this module.
+
+Each builder returns a :class:`Built` (variables, attributes, units) that
+:func:`hpcvsr.data.sequences.write_sequence` writes in hpcvsr's HDF5 layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UserError
+from . import images as images_mod
+from . import phantom, sequences, swe
+from . import video as video_mod
+
+GENERATED = ("swe", "phantom")
+
+
+@dataclass(frozen=True)
+class Built:
+    variables: dict  # name -> (T, H, W) array
+    attrs: dict
+    units: dict  # name -> units
+
+    def write(self, path: str, overwrite: bool = False) -> None:
+        sequences.write_sequence(path, self.variables, self.attrs, self.units, overwrite=overwrite)
+
+
+def generated_var(source: str, var: str) -> str:
+    """The variable a generated source provides for ``data.var`` (phantoms have one)."""
+    if source == "phantom":
+        return "phantom"
+    if var not in swe.UNITS:
+        raise UserError(f"data.var: shallow-water sequences hold {', '.join(swe.UNITS)}, not '{var}'")
+    return var
+
+
+def generate(source: str, frames: int, size, seed: int, progress: bool = False) -> Built:
+    """A generated sequence: shallow-water turbulence (h, u, v, vort) or moving phantoms."""
+    if source == "swe":
+        seq = swe.generate(frames, tuple(size), seed, progress=progress)
+        return Built({"h": seq.h, "u": seq.u, "v": seq.v, "vort": seq.vort}, swe.attributes(seq), swe.UNITS)
+    if source == "phantom":
+        data = phantom.generate(frames, tuple(size), seed)
+        return Built({"phantom": data}, {"source": "phantom", "seed": seed, "dx": 1.0, "dt": 1.0}, {"phantom": "1"})
+    raise UserError(f"unknown generated source '{source}' (choose from {', '.join(GENERATED)})")
+
+
+def _center_crop(img: np.ndarray, size) -> np.ndarray:
+    h, w = size
+    H, W = img.shape
+    if H < h or W < w:
+        raise UserError(f"image of {H}x{W} is smaller than the requested {h}x{w}")
+    y, x = (H - h) // 2, (W - w) // 2
+    return img[y : y + h, x : x + w]
+
+
+def still_images(folder: str | None, size=None) -> Built:
+    """Luma of a folder of images (default: scikit-image's), centre-cropped to one size."""
+    pairs = images_mod.load_luma(folder)
+    if not pairs:
+        raise UserError("no images found")
+    size = size or [min(y.shape[0] for _, y in pairs), min(y.shape[1] for _, y in pairs)]
+    stack = np.stack([_center_crop(y, size) for _, y in pairs]).astype(np.float32)
+    attrs = {"source": "images", "folder": folder or "skimage.data", "names": ",".join(n for n, _ in pairs), "dx": 1.0, "dt": 0.0}
+    return Built({"y": stack}, attrs, {"y": "8-bit luma"})
+
+
+def video(path: str, size=None, start: int = 0, stop: int | None = None) -> Built:
+    """Luma frames of a .y4m / .yuv clip or a folder of frames."""
+    frames = video_mod.read_video(path, size, start, stop)
+    return Built({"y": frames}, {"source": "video", "input": path, "dx": 1.0, "dt": 1.0}, {"y": "8-bit luma"})
+
+
+def archive(path: str, var: str, start: int = 0, stop: int | None = None) -> Built:
+    """Frames [start, stop) of one variable of an archive, with its file attributes."""
+    arc = sequences.Archive(path, var)
+    try:
+        data = arc.read(start, len(arc) if stop is None else stop)
+    finally:
+        arc.close()
+    attrs = {"source": "archive", "input": path, "var": var, "start": start}
+    attrs.update({k: v for k, v in arc.attrs.items() if isinstance(v, (int, float, str, np.number))})
+    return Built({var: data}, attrs, {var: str(arc.units or "1")})

@@ -1,0 +1,31 @@
+"""The CUDA path: the same networks on a GPU agree with the CPU, in fp32 and under bf16 autocast.
+
+Marked ``gpu``; skipped with a reason where no CUDA device is present.
+"""
+
+import pytest
+import torch
+
+from hpcvsr.models import build
+
+pytestmark = pytest.mark.gpu
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+
+@needs_cuda
+@pytest.mark.parametrize("name, shape", [("climate_fsrcnn", (4, 1, 32, 32)), ("vsr3d", (4, 5, 64, 64))])
+def test_cuda_matches_cpu(name, shape):
+    torch.manual_seed(0)
+    model = build(name, 2, **({"residual": True, "same_padding": True} if name == "vsr3d" else {})).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x = torch.rand(shape)
+    with torch.no_grad():
+        ref = model(x)
+        gpu = model.cuda()(x.cuda())
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            half = model(x.cuda())
+    torch.cuda.synchronize()
+    assert torch.allclose(gpu.cpu(), ref, rtol=1e-3, atol=1e-4)
+    assert (half.float().cpu() - ref).abs().max() < 0.05 * ref.abs().max()
