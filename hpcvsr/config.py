@@ -35,6 +35,9 @@ class DataConfig:
     normalise: str = "range"  # none | fixed | range (min/max of the training data)
     norm_range: list[float] = field(default_factory=lambda: [-10.0, 10.0])  # for 'fixed'
     test_path: str = ""  # held-out archive when source=archive/video
+    select: dict = field(default_factory=dict)  # NetCDF extra dimensions by coordinate value, e.g. {level: 500}
+    isel: dict = field(default_factory=dict)  # ... or by index, e.g. {member: 0}
+    crop: str = "centre"  # frames not divisible by the scale are cropped to the largest divisible size: centre | origin
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ CHOICES = {
     "pipeline": tuple(KINDS),
     "data.source": ("swe", "phantom", "archive", "video"),
     "data.normalise": ("none", "fixed", "range"),
+    "data.crop": ("centre", "origin"),
     "degrade.method": ("bicubic", "blur", "block_mean", "point"),
     "degrade.scale": (2, 3, 4, 8),
     "train2d.schedule": ("none", "cosine", "step"),
@@ -198,6 +202,17 @@ def parse_override(text: str) -> tuple[list[str], object]:
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
+
+
+def parse_pairs(items, flag: str) -> dict:
+    """``['level=500']`` -> ``{'level': 500}``: DIM=VALUE options, values parsed as YAML (numbers stay numbers)."""
+    out = {}
+    for text in items:
+        key, sep, _ = text.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{flag} expects DIM=VALUE, got '{text}'")
+        out[key.strip()] = parse_override(text)[1]
+    return out
 
 
 def load(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -39,7 +39,7 @@ class Predictor:
         self.hash = checkpoint.file_hash(path)
         self.pipeline, self.kind, self.scale = mf.pipeline, kinds.kind(mf.pipeline), mf.scale
         self.degrade, self.sigma = mf.degrade, mf.blur_sigma
-        self.window, self.pad, self.crop, self.var = mf.window, mf.pad, mf.crop, mf.var
+        self.window, self.pad, self.crop, self.var, self.config = mf.window, mf.pad, mf.crop, mf.var, mf.config
         self.norm = Normaliser(mf.normaliser["lo"], mf.normaliser["hi"], mf.normaliser.get("units", ""))
         self.device, self.batch, self.tile, self.tile_halo = device, batch, tile, tile_halo
         self.autocast = autocast

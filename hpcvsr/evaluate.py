@@ -20,7 +20,7 @@ import torch
 
 from .data import degrade as dg
 from .data import images
-from .errors import UserError, cli
+from .errors import UserError, check_finite, cli
 from .io.atomic import write_json
 from .metrics import MetricSums, shave
 
@@ -74,6 +74,7 @@ def evaluate_sequence(args, predict) -> MetricSums:
 
     scale = args.scale
     frames = sequences.read_frames(args.sequence, args.var)
+    check_finite(frames, f"{args.sequence}:{args.var} (evaluate needs complete frames; train/infer handle missing values)")
     hr = torch.from_numpy(np.asarray(frames, dtype=np.float64))
     dg.check_divisible(hr.shape, scale, what=f"{args.sequence}:{args.var} frame")
     lo, hi = float(hr.min()), float(hr.max())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -26,26 +27,31 @@ from . import config as config_mod
 from . import dist, metrics
 from .data import degrade as dg
 from .data import windows as win
-from .data.sequences import Archive
+from .data.blocks import fill_missing
+from .data.sequences import NETCDF_EXTENSIONS, open_archive
 from .engine import Predictor
-from .errors import UserError, cli, require
+from .errors import UserError, cli
 from .io import h5out
 from .io.atomic import check_writable, write_json
+from .io.ncout import write_cf
 
 
 @cli
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m hpcvsr.infer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", required=True, help="finished training run (holds model.pt)")
-    p.add_argument("--input", required=True, help="archive (HDF5, NetCDF4, .mat)")
+    p.add_argument("--input", required=True, help="archive (NetCDF-3/-4 with CF conventions, HDF5, .mat)")
     p.add_argument("--var", default="", help="variable to super-resolve (default: the one the run was trained on)")
-    p.add_argument("--output", required=True, help="output HDF5 file")
+    p.add_argument("--output", required=True, help="output file: HDF5, or CF NetCDF-4 if it ends in .nc (or with --netcdf)")
+    p.add_argument("--select", action="append", default=[], metavar="DIM=VALUE",
+                   help="choose an extra dimension of a NetCDF variable by coordinate value, e.g. --select level=500 (repeatable)")
+    p.add_argument("--isel", action="append", default=[], metavar="DIM=INDEX", help="... or by index, e.g. --isel member=0")
     p.add_argument("--degrade", action="store_true", help="input is high resolution: degrade, super-resolve, compare")
     p.add_argument("--reference", help="high-resolution archive to compare with")
     p.add_argument("--ref-var", default="", help="variable in --reference (default: --var)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--consolidate", action="store_true", help="copy a virtual-dataset output into one plain file")
-    p.add_argument("--netcdf", action="store_true", help="write --output as NetCDF4 with CF attributes (needs hpcvsr[netcdf])")
+    p.add_argument("--netcdf", action="store_true", help="write --output as CF NetCDF-4 whatever its name")
     p.add_argument("--stats", help="write timings (frames/s, MB/s) as JSON here")
     config_mod.add_arguments(p)
     args = p.parse_args(argv)
@@ -59,22 +65,32 @@ def run(args, cfg, env) -> int:
     ic = cfg.infer
     pred = Predictor(args.run_dir, env.device, batch=ic.batch, tile=ic.tile, tile_halo=ic.tile_halo, autocast=ic.autocast)
     var = args.var or pred.var
-    arc = Archive(args.input, var)
+    select, isel = config_mod.parse_pairs(args.select, "--select"), config_mod.parse_pairs(args.isel, "--isel")
+    arc = open_archive(args.input, var, select=select, isel=isel)
     T, H, W = arc.shape
     s, c, norm = pred.scale, pred.crop, pred.norm
+    netcdf = args.netcdf or args.output.lower().endswith(NETCDF_EXTENSIONS)
     if T < env.world:
         raise UserError(f"{args.input}:{var} has {T} frames, fewer than the {env.world} ranks")
     if args.degrade and args.reference:
         raise UserError("use either --degrade (compare with the input) or --reference, not both")
-    if args.degrade:
-        dg.check_divisible((H, W), s, what=f"{args.input}:{var} frame")
-        h, w = H // s, W // s
+    rows = cols = None
+    if args.degrade:  # crop as in training, to the largest size divisible by the scale
+        mode = pred.config.get("data", {}).get("crop", "centre")
+        try:
+            (y0, y1), (x0, x1) = win.divisible_crop(H, s, mode), win.divisible_crop(W, s, mode)
+        except ValueError as exc:
+            raise UserError(f"{args.input}:{var}: frames of {H}x{W}: {exc}") from None
+        if (y1 - y0, x1 - x0) != (H, W):
+            rows, cols = slice(y0, y1), slice(x0, x1)
+            print(f"{args.input}:{var}: frames of {H}x{W} cropped to rows {y0}:{y1}, columns {x0}:{x1} ({mode}) to be divisible by {s}")
+        h, w = (y1 - y0) // s, (x1 - x0) // s
     else:
         h, w = H, W
     out_shape = (T, h * s - 2 * c, w * s - 2 * c)
     ref = None
     if args.reference:
-        ref = Archive(args.reference, args.ref_var or var)
+        ref = open_archive(args.reference, args.ref_var or var, select=select, isel=isel)
         if ref.shape != (T, h * s, w * s):
             raise UserError(f"{args.reference}: shape {ref.shape} does not match the super-resolved {(T, h * s, w * s)}")
     chunk_list = win.chunks(T, ic.block_frames)
@@ -84,11 +100,12 @@ def run(args, cfg, env) -> int:
     attrs = {"scale": s, "pipeline": pred.pipeline, "checkpoint_hash": pred.hash, "run_dir": os.path.abspath(args.run_dir),
              "source_file": os.path.abspath(args.input), "source_var": var, "degraded_input": bool(args.degrade),
              "degradation": pred.degrade, "normalisation": json.dumps({"lo": norm.lo, "hi": norm.hi}), "units": str(arc.units or norm.units),
-             "crop": c, "window": pred.win_size, "padding": pred.pad, "tile": ic.tile, "autocast": ic.autocast}
-    if args.netcdf:
-        require("netCDF4", "netcdf")
+             "crop": c, "window": pred.win_size, "padding": pred.pad, "tile": ic.tile, "autocast": ic.autocast,
+             "input_crop": json.dumps({"rows": [rows.start, rows.stop] if rows else None, "cols": [cols.start, cols.stop] if cols else None}),
+             "selection": json.dumps({"select": select, "isel": isel}), "missing_values": "NaN" if arc.missing_possible else "none"}
+    if netcdf:
         check_writable(args.output, args.overwrite)
-    h5_path = args.output + ".h5" if args.netcdf else args.output
+    h5_path = args.output + ".h5" if netcdf else args.output
     acc = metrics.MetricSums(data_range=1.0, unit_scale=norm.span, spectrum_cutoff=1.0 / s, device=env.device)
     out = h5out.SROutput(h5_path, out_shape, chunk_list, attrs, env, compression=ic.compression, metrics=bool(args.degrade or ref),
                          overwrite=args.overwrite)
@@ -106,17 +123,25 @@ def run(args, cfg, env) -> int:
     for cid in todo:
         a, b = chunk_list[cid]
         r0, r1 = win.halo_range(a, b, T, pred.halo)
-        x = norm.unit(torch.from_numpy(arc.read(r0, r1)).to(env.device))
+        x, valid = fill_missing(norm.unit(torch.from_numpy(arc.read(r0, r1, rows, cols)).to(env.device)), f"{args.input}:{var}")
         lr = dg.degrade(x, s, pred.degrade, pred.sigma) if args.degrade else x
         idx = win.local_window_indices(np.arange(a, b), T, r0, r1, pred.win_size, pred.pad)
         sr = pred.predict(lr, idx)
-        rows = None
+        if valid is not None:  # missing input cells stay missing in the output
+            keep = valid[a - r0 : b - r0]
+            if not args.degrade:
+                keep = keep.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)
+            sr = sr.masked_fill(~metrics.shave(keep, c), float("nan"))
+        frame_rows = None
         if args.degrade or ref is not None:
-            hr = x[a - r0 : b - r0] if args.degrade else norm.unit(torch.from_numpy(ref.read(a, b)).to(env.device))
-            rows = {k: v.cpu().numpy() for k, v in acc.rows(sr, metrics.shave(hr, c), offset=norm.lo / norm.span).items()}
+            if args.degrade:
+                hr = x[a - r0 : b - r0] if valid is None else x[a - r0 : b - r0].masked_fill(~valid[a - r0 : b - r0], float("nan"))
+            else:
+                hr = norm.unit(torch.from_numpy(ref.read(a, b)).to(env.device))
+            frame_rows = {k: v.cpu().numpy() for k, v in acc.rows(sr, metrics.shave(hr, c), offset=norm.lo / norm.span).items()}
         data = norm.phys(sr).float().cpu().numpy()
         tw = time.time()
-        out.write(cid, data, rows)
+        out.write(cid, data, frame_rows)
         write_s += time.time() - tw
         write_bytes += data.nbytes
         frames_done += b - a
@@ -135,8 +160,8 @@ def run(args, cfg, env) -> int:
         gm = acc.summary(env.all_reduce_sum(acc.sums.clone()))
     out.finish(gm)
     if env.is_root:
-        if args.netcdf:
-            h5out.to_netcdf(h5_path, args.output, var, str(arc.units or norm.units))
+        if netcdf:
+            _publish_netcdf(args, arc, h5_path, var=var, pred=pred, rows=rows, cols=cols, attrs=attrs)
         elif args.consolidate:
             h5out.consolidate(args.output)
         stats = {"ranks": env.world, "frames": T, "frames_computed": int(timing[0]), "seconds": slowest,
@@ -149,6 +174,41 @@ def run(args, cfg, env) -> int:
         if args.stats:
             write_json(args.stats, stats)
     return 0
+
+
+def _publish_netcdf(args, arc, h5_path: str, *, var: str, pred, rows, cols, attrs: dict) -> None:
+    """Rank 0: the finished HDF5 output as a CF NetCDF file on the input's grid or its finer grid, then removed."""
+    import shlex
+
+    import h5py
+
+    from .data.cf import fine_grid, fine_positions
+
+    T, s, c = len(arc), pred.scale, pred.crop
+    if hasattr(arc, "describe"):
+        meta = arc.describe(rows, cols)
+    else:  # HDF5 / MATLAB input: no coordinates to carry
+        meta = {"var": var, "dims": ["time", "y", "x"], "attrs": {"units": str(arc.units or pred.norm.units)}, "global_attrs": {},
+                "time": None, "grid": {"ydim": "y", "xdim": "x", "coords": {}}, "fill_value": None, "missing_possible": False}
+    grid = meta["grid"]
+    with h5py.File(h5_path, "r") as f:
+        ny, nx = f["sr"].shape[1:]
+        if args.degrade:  # the input's own grid (cropped as the data were), less the model's border
+            pos_y, pos_x = np.arange(c, c + ny, dtype=np.float64), np.arange(c, c + nx, dtype=np.float64)
+        else:  # the finer grid, with low-resolution pixels placed as the degradation places them
+            centred = dg.CENTRED[pred.degrade]
+            pos_y = fine_positions(arc.shape[1], s, centred=centred)[c : c + ny]
+            pos_x = fine_positions(arc.shape[2], s, centred=centred)[c : c + nx]
+        fill = meta.get("fill_value") if meta.get("missing_possible") else None
+        frame_metrics = {f"metric_frame_{n}": f[f"metrics/frame_{n}"][:] for n in ("psnr", "ssim") if f"metrics/frame_{n}" in f}
+        global_attrs = dict(attrs, **{f"metric_{k}": float(v) for k, v in (f["metrics"].attrs.items() if "metrics" in f else [])})
+        write_cf(args.output, frames=lambda a, b: f["sr"][a:b], n_frames=T, meta=meta, grid=fine_grid(grid, pos_y, pos_x), var=var,
+                 history=f"python -m hpcvsr.infer {shlex.join(sys.argv[1:])}", fill_value=fill, frame_metrics=frame_metrics,
+                 global_attrs=global_attrs)
+        parts = f.attrs.get("parts")
+    os.remove(h5_path)
+    if parts:
+        shutil.rmtree(os.path.join(os.path.dirname(os.path.abspath(h5_path)), parts), ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -47,8 +47,13 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     return psnr_from_mse(mse(a.double(), b.double()), data_range)
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Per-item SSIM of (N, H, W) tensors (H, W >= ``size``)."""
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, size: int = 11, sigma: float = 1.5,
+         valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-item SSIM of (N, H, W) tensors (H, W >= ``size``).
+
+    With a ``valid`` mask (N, H, W), the SSIM map is averaged over the windows whose cells are all
+    valid (NaN for an item without one).
+    """
     x = a.double().unsqueeze(1)
     y = b.double().unsqueeze(1)
     g = gaussian_1d(sigma, size).to(a.device)
@@ -63,7 +68,11 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, size: int = 
     sxy = filt(x * y) - mx * my
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(1)
+    if valid is None:
+        return s.flatten(1).mean(1)
+    box = torch.ones(1, 1, size, size, dtype=torch.float64, device=a.device)
+    whole = (F.conv2d(valid.double().unsqueeze(1), box) > size * size - 0.5).flatten(1)
+    return torch.where(whole, s.flatten(1), torch.zeros_like(s.flatten(1))).sum(1) / whole.sum(1).double().where(whole.any(1), float("nan"))
 
 
 def radial_band_power(x: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -85,7 +94,7 @@ def radial_band_power(x: torch.Tensor, cutoff: float) -> torch.Tensor:
 # Per-frame rows: what inference stores for every frame and what the sums below are made of.
 FRAME_FIELDS = ("se", "ae", "pixels", "psnr", "ssim", "mean_sr", "mean_hr", "abs_hr", "hi_sr", "hi_hr")
 # Layout of the sums vector. Keep in one place: reductions rely on it.
-FIELDS = ("se", "ae", "pixels", "psnr", "ssim", "items", "mass_abs", "mass_ref", "hi_sr", "hi_hr")
+FIELDS = ("se", "ae", "pixels", "psnr", "ssim", "items", "mass_abs", "mass_ref", "hi_sr", "hi_hr", "ssim_items")
 
 
 @torch.no_grad()
@@ -98,6 +107,9 @@ def frame_rows(sr: torch.Tensor, hr: torch.Tensor, data_range: float = 1.0, offs
     """
     sr = sr.detach().double().reshape(-1, *sr.shape[-2:])
     hr = hr.detach().double().reshape(-1, *hr.shape[-2:]).to(sr.device)
+    valid = ~torch.isnan(hr)
+    if not bool(valid.all()):
+        return _masked_rows(sr, hr, valid, data_range, offset, cutoff)
     m, a = mse(sr, hr), mae(sr, hr)
     npix = sr.shape[-1] * sr.shape[-2]
     zero = torch.zeros_like(m)
@@ -112,6 +124,36 @@ def frame_rows(sr: torch.Tensor, hr: torch.Tensor, data_range: float = 1.0, offs
         "abs_hr": (hr + offset).abs().mean(dim=(-2, -1)),
         "hi_sr": radial_band_power(sr, cutoff) if cutoff is not None else zero,
         "hi_hr": radial_band_power(hr, cutoff) if cutoff is not None else zero,
+    }
+
+
+def _masked_rows(sr, hr, valid, data_range: float, offset: float, cutoff: float | None) -> dict:
+    """:func:`frame_rows` where the reference is NaN on missing cells: those cells count nowhere.
+
+    Error sums, means and the mass check use the valid cells; SSIM the windows of valid cells;
+    the spectra fields whose missing cells hold the frame's valid mean of the reference. A frame
+    with no valid cell has no PSNR or SSIM (NaN) and adds nothing to the sums.
+    """
+    n = valid.flatten(1).sum(1).double()
+    zero = torch.zeros_like(hr)
+    d = torch.where(valid, sr - hr, zero)
+    se, ae = (d * d).flatten(1).sum(1), d.abs().flatten(1).sum(1)
+    per = n.clamp_min(1)
+    has = n > 0
+    hr_mean = torch.where(valid, hr, zero).flatten(1).sum(1) / per
+    hf = torch.where(valid, hr, hr_mean[:, None, None])
+    sf = torch.where(valid, sr, hr_mean[:, None, None])
+    nan = torch.full_like(n, float("nan"))
+    ok_ssim = min(sr.shape[-2:]) >= 11
+    return {
+        "se": se, "ae": ae, "pixels": n,
+        "psnr": torch.where(has, psnr_from_mse(se / per, data_range).to(n), nan),
+        "ssim": ssim(sf, hf, data_range, valid=valid) if ok_ssim else nan,
+        "mean_sr": torch.where(valid, sr, zero).flatten(1).sum(1) / per + offset * has,
+        "mean_hr": hr_mean + offset * has,
+        "abs_hr": torch.where(valid, (hr + offset).abs(), zero).flatten(1).sum(1) / per,
+        "hi_sr": radial_band_power(sf, cutoff) if cutoff is not None else torch.zeros_like(n),
+        "hi_hr": radial_band_power(hf, cutoff) if cutoff is not None else torch.zeros_like(n),
     }
 
 
@@ -139,11 +181,13 @@ class MetricSums:
     def add_rows(self, rows: dict) -> None:
         """Add per-frame rows (tensors or arrays, as from :func:`frame_rows`) to the sums."""
         r = {k: torch.as_tensor(rows[k], dtype=torch.float64, device=self.sums.device) for k in FRAME_FIELDS}
-        total = [r["se"].sum(), r["ae"].sum(), r["pixels"].sum(), r["psnr"].sum(), r["ssim"].sum(), torch.tensor(float(len(r["se"]))),
-                 (r["mean_sr"] - r["mean_hr"]).abs().sum(), r["abs_hr"].sum(), r["hi_sr"].sum(), r["hi_hr"].sum()]
+        scored = torch.isfinite(r["psnr"])  # frames with at least one valid cell
+        total = [r["se"].sum(), r["ae"].sum(), r["pixels"].sum(), r["psnr"].nansum(), r["ssim"].nansum(), scored.sum(),
+                 (r["mean_sr"] - r["mean_hr"]).abs().sum(), r["abs_hr"].sum(), r["hi_sr"].sum(), r["hi_hr"].sum(),
+                 torch.isfinite(r["ssim"]).sum()]
         self.sums += torch.stack([t.to(self.sums) for t in total])
         if self.items is not None:
-            npix = r["pixels"]
+            npix = r["pixels"].clamp_min(1)
             for i in range(len(npix)):
                 self.items.append({"mse": float(r["se"][i] / npix[i]), "mae": float(r["ae"][i] / npix[i]), "psnr": float(r["psnr"][i]),
                                    "ssim": float(r["ssim"][i])})
@@ -163,7 +207,7 @@ class MetricSums:
     def summary(self, sums: torch.Tensor | None = None) -> dict:
         """Metrics from (possibly globally reduced) sums. Reads the device once."""
         v = dict(zip(FIELDS, (self.sums if sums is None else sums).tolist()))
-        if v["pixels"] == 0:
+        if v["pixels"] == 0 or v["items"] == 0:
             return {}
         m = v["se"] / v["pixels"]
         out = {
@@ -171,7 +215,7 @@ class MetricSums:
             "mae": v["ae"] / v["pixels"],
             "psnr": float(psnr_from_mse(m, self.data_range)),
             "psnr_mean": v["psnr"] / v["items"],
-            "ssim": v["ssim"] / v["items"],
+            "ssim": v["ssim"] / v["ssim_items"] if v["ssim_items"] else float("nan"),
             "rmse_phys": math.sqrt(m) * self.unit_scale,
             "frames": int(v["items"]),
         }

@@ -24,6 +24,7 @@ from . import config as config_mod
 from .compare import Method, evaluate_methods
 from .data import degrade as dg
 from .data import segments as sg
+from .data import windows as win
 from .data.patches import PatchTask, prepare_inputs, window_frames
 from .errors import UserError, cli
 from .io.atomic import write_json, write_text
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
 
 def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     t0 = time.time()
+    sg.check_inputs(cfg)
     if env.is_root:
         os.makedirs(run_dir, exist_ok=True)
     env.barrier()
@@ -89,7 +91,22 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     test_b = sg.load_blocks(test_segs, cfg, env, norm, halo, reads)
     write_json(os.path.join(run_dir, "logs", f"reads_rank{env.rank}.json"), reads)
     log.info("normalisation [%g, %g] %s; rank %d owns %s", norm.lo, norm.hi, norm.units, env.rank, [b.own for b in train_b])
+    crops = {f"{s.path}:{s.var}": sg.crop_text(s) for s in train_segs + test_segs if sg.crop_text(s)}
+    for where, text in crops.items():
+        log.info("%s: frames cropped to %s (data.crop: %s)", where, text, cfg.data.crop)
+    frame_h, frame_w = (min(b.hr.shape[d] for b in train_b + val_b) for d in (-2, -1))
     flips = cfg.degrade.method in ("bicubic", "block_mean")
+    patches = {}
+
+    def fitted(stage: str, requested: int, minimum: int = 8) -> int:
+        try:
+            side = win.fit_patch(requested, frame_h, frame_w, scale, minimum)
+        except ValueError as exc:
+            raise UserError(f"{train_segs[0].path}:{train_segs[0].var}: {exc}") from None
+        if side != requested:
+            log.info("%s patches of %d px do not fit frames of %dx%d: training with %d px patches", stage, requested, frame_h, frame_w, side)
+        patches[stage] = side
+        return side
 
     # --- stage 1: the 2D network ----------------------------------------------------------------
     torch.manual_seed(cfg.train2d.seed)  # model initialisation is reproducible (and so is a resumed run)
@@ -98,7 +115,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     histories = {}
     if kind.trains_2d:
         t2 = cfg.train2d
-        task = PatchTask(train=train_b, val=val_b, source="lr", window=1, crop=0, scale=scale, patch=t2.patch, flips=flips)
+        task = PatchTask(train=train_b, val=val_b, source="lr", window=1, crop=0, scale=scale, patch=fitted("train2d", t2.patch), flips=flips)
         histories[kinds.STAGE_2D] = trainer.fit(task, model2d, t2, env, ckpt_path=os.path.join(run_dir, f"ckpt_{kinds.STAGE_2D}.pt"), stop=stop,
                                                   stage=kinds.STAGE_2D,
                                       entry=entry2d, config=cfg_dict, freeze=cfg.model2d.freeze, lr_mult=cfg.model2d.lr_mult, what="model2d")
@@ -115,7 +132,8 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         prepare_inputs(train_b + val_b + test_b, scale, model2d if source == "sr2d" else None)
         net.to(env.device)
         crop = getattr(net, "crop", 0)
-        task = PatchTask(train=train_b, val=val_b, source=source, window=window, crop=crop, scale=scale, patch=t3.patch, flips=flips)
+        task = PatchTask(train=train_b, val=val_b, source=source, window=window, crop=crop, scale=scale,
+                         patch=fitted("train3d", t3.patch, max(8, 2 * crop + scale)), flips=flips)
         prefix = kind.param_prefix
         histories[pipe] = trainer.fit(task, net, t3, env, ckpt_path=os.path.join(run_dir, f"ckpt_{pipe}.pt"), stop=stop, stage=pipe,
                                       entry=entry_final, config=cfg_dict, freeze=[prefix + n for n in cfg.model3d.freeze],
@@ -142,6 +160,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
             net2d=checkpoint.model_entry(model2d, entry2d), model=checkpoint.model_entry(final_net, entry_final), config=cfg_dict))
         out = {
             "pipeline": pipe, "scale": scale, "degrade": cfg.degrade.method, "ranks": env.world, "crop": crop,
+            "patches": patches, "frame_crops": crops, "notes": train_segs[0].open().notes,
             "normalisation": {"lo": norm.lo, "hi": norm.hi, "units": norm.units},
             "metrics": {"test": test}, "per_frame_psnr": per_frame,
             "history": histories, "seconds": time.time() - t0,

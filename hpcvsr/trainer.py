@@ -70,10 +70,21 @@ def make_scheduler(opt, kind: str, epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
 
 
-def train_step(model, opt, x, y) -> torch.Tensor:
-    """One optimisation step on a per-rank batch; returns the (local) loss, still on the device."""
+def masked_mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the targets that are not NaN (missing values); 0 with a gradient if none are."""
+    valid = ~torch.isnan(y)
+    d = torch.where(valid, out - torch.nan_to_num(y), torch.zeros_like(out))
+    return (d * d).sum() / valid.sum().clamp_min(1)
+
+
+def train_step(model, opt, x, y, masked: bool = False) -> torch.Tensor:
+    """One optimisation step on a per-rank batch; returns the (local) loss, still on the device.
+
+    ``masked``: targets are NaN where the data are missing, and those cells do not count.
+    """
     opt.zero_grad(set_to_none=True)
-    loss = F.mse_loss(model(x), y)
+    out = model(x)
+    loss = masked_mse(out, y) if masked else F.mse_loss(out, y)
     loss.backward()
     opt.step()
     return loss.detach()
@@ -151,7 +162,7 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
         t_epoch = time.time()
         for step in range(step0, steps):
             x, y = task.batch(origins[step * b_local : (step + 1) * b_local])
-            loss_sum += train_step(net, opt, x, y).double()
+            loss_sum += train_step(net, opt, x, y, masked=task.masked).double()
             flags = torch.tensor([float(stop.raised), float(bool(tcfg.max_minutes) and time.time() - t_start > 60 * tcfg.max_minutes)], device=env.device)
             flags = env.all_reduce_max(flags).tolist()  # one collective: every rank decides alike
             if bar is not None:

@@ -4,7 +4,7 @@
     python -m hpcvsr.data phantom --frames 100 --size 128 128 --out phantom.h5
     python -m hpcvsr.data images [--folder DIR] --size 256 256 --out images.h5
     python -m hpcvsr.data video clip.y4m --out clip.h5           (.y4m, .yuv with --size, folder)
-    python -m hpcvsr.data archive run.nc --var zeta --start 0 --stop 500 --out part.h5
+    python -m hpcvsr.data archive run.nc --var zeta --start 0 --stop 500 --out part.h5   [--select level=500]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 
+from ..config import parse_pairs
 from ..errors import UserError, cli
 from ..io.atomic import check_writable
 from . import sources
@@ -25,7 +26,8 @@ def build(args) -> sources.Built:
         return sources.still_images(args.folder, args.size_given)
     if args.source == "video":
         return sources.video(args.input, args.size_given, args.start, args.stop)
-    return sources.archive(args.input, args.var, args.start, args.stop)
+    return sources.archive(args.input, args.var, args.start, args.stop, select=parse_pairs(args.select, "--select"),
+                           isel=parse_pairs(args.isel, "--isel"))
 
 
 @cli
@@ -39,6 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folder", help="image folder (default: scikit-image's bundled images)")
     p.add_argument("--var", default="h", help="archive variable")
+    p.add_argument("--select", action="append", default=[], metavar="DIM=VALUE", help="NetCDF: an extra dimension by coordinate value")
+    p.add_argument("--isel", action="append", default=[], metavar="DIM=INDEX", help="NetCDF: an extra dimension by index")
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--stop", type=int)
     p.add_argument("--overwrite", action="store_true")

@@ -16,20 +16,34 @@ import torch
 from ..errors import UserError
 from . import degrade as dg
 from . import windows as win
-from .sequences import Archive
+from .sequences import open_archive
 
 
 @dataclass(frozen=True)
 class Segment:
+    """Frames [start, stop) of one variable of one file; ``select`` / ``isel`` choose extra dimensions
+    (pairs of dimension and value), ``rows`` / ``cols`` the spatial crop ((start, stop), or () for all)."""
+
     path: str
     var: str
     start: int
     stop: int
     name: str = ""
+    select: tuple = ()
+    isel: tuple = ()
+    rows: tuple = ()
+    cols: tuple = ()
 
     @property
     def n(self) -> int:
         return self.stop - self.start
+
+    def open(self, log: list | None = None):
+        return open_archive(self.path, self.var, select=dict(self.select), isel=dict(self.isel), log=log)
+
+    def read(self, arc, a: int, b: int) -> np.ndarray:
+        """File frames [a, b) of the opened archive ``arc``, cropped."""
+        return arc.read(a, b, rows=slice(*self.rows) if self.rows else None, cols=slice(*self.cols) if self.cols else None)
 
 
 @dataclass(frozen=True)
@@ -54,9 +68,10 @@ class Normaliser:
 @dataclass
 class Block:
     """Frames ``read`` = [r0, r1) of a segment (segment-local indices) held by this rank, of which
-    it owns [o0, o1). ``hr`` is normalised (T, H, W); ``lr`` its degradation; ``bicubic`` and
-    ``sr2d`` are the inputs a 3D stage may read (bicubic upscale, 2D outputs) over the same frames,
-    set by :func:`hpcvsr.data.patches.prepare_inputs`."""
+    it owns [o0, o1). ``hr`` is normalised (T, H, W) with missing cells filled (:func:`fill_missing`)
+    and ``mask`` marks the valid ones (None: nothing is missing); ``lr`` is the degradation of ``hr``;
+    ``bicubic`` and ``sr2d`` are the inputs a 3D stage may read (bicubic upscale, 2D outputs) over the
+    same frames, set by :func:`hpcvsr.data.patches.prepare_inputs`."""
 
     segment: Segment
     own: tuple[int, int]
@@ -66,6 +81,12 @@ class Block:
     pad: str = "replicate"
     bicubic: torch.Tensor | None = None
     sr2d: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    def target(self, index) -> torch.Tensor:
+        """HR frames (or patches) ``self.hr[index]`` with NaN where values are missing."""
+        hr = self.hr[index]
+        return hr if self.mask is None else hr.masked_fill(~self.mask[index], float("nan"))
 
     @classmethod
     def in_memory(cls, hr: torch.Tensor, lr: torch.Tensor, name: str) -> Block:
@@ -95,6 +116,23 @@ class Block:
         return buf
 
 
+def fill_missing(x: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(frames with missing (NaN) cells filled, validity mask or None when nothing is missing).
+
+    A missing cell takes the mean of its frame's valid cells (0 for a frame with none), so the
+    networks see a smooth field; the mask keeps those cells out of the loss, the metrics and the
+    output. Infinite values are an error.
+    """
+    valid = torch.isfinite(x)
+    if bool(valid.all()):
+        return x, None
+    if bool(torch.isinf(x).any()):
+        raise UserError(f"{what} contains infinite values")
+    n = valid.flatten(1).sum(1)
+    mean = torch.where(valid, x, torch.zeros_like(x)).flatten(1).sum(1) / n.clamp_min(1)
+    return torch.where(valid, x, mean[:, None, None].to(x)), valid
+
+
 def read_block(seg: Segment, world: int, rank: int, halo: int, norm: Normaliser, scale: int, method: str,
                sigma: float = 1.6, pad: str = "replicate", device=None, reads: list | None = None) -> Block:
     """Read this rank's block of ``seg`` plus ``halo`` frames each side, normalise and degrade it."""
@@ -103,26 +141,28 @@ def read_block(seg: Segment, world: int, rank: int, halo: int, norm: Normaliser,
                         "use fewer ranks or more frames")
     own = win.block_range(seg.n, world, rank)
     r0, r1 = win.halo_range(*own, seg.n, halo)
-    arc = Archive(seg.path, seg.var, log=reads)
+    arc = seg.open(log=reads)
     try:
-        data = arc.read(seg.start + r0, seg.start + r1)
+        data = seg.read(arc, seg.start + r0, seg.start + r1)
     finally:
         arc.close()
     hr = norm.unit(torch.from_numpy(data).to(device=device, dtype=torch.float32))
     dg.check_divisible(hr.shape, scale, what=f"{seg.path}:{seg.var} frame")
+    hr, mask = fill_missing(hr, f"{seg.path}:{seg.var}")
     lr = dg.degrade(hr, scale, method, sigma)
-    return Block(seg, own, (r0, r1), hr, lr, pad)
+    return Block(seg, own, (r0, r1), hr, lr, pad, mask=mask)
 
 
 def local_range(seg: Segment, world: int, rank: int, reads: list | None = None) -> tuple[float, float]:
     """(min, max) of this rank's own frames of ``seg`` (for the data-derived normalisation)."""
     a, b = win.block_range(seg.n, world, rank)
-    arc = Archive(seg.path, seg.var, log=reads)
+    arc = seg.open(log=reads)
     try:
         lo, hi = np.inf, -np.inf
         for i in range(a, b, 64):
-            x = arc.read(seg.start + i, seg.start + min(b, i + 64))
-            lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+            x = seg.read(arc, seg.start + i, seg.start + min(b, i + 64))
+            if np.isfinite(x).any():  # missing cells (NaN) do not count
+                lo, hi = min(lo, float(np.nanmin(x))), max(hi, float(np.nanmax(x)))
     finally:
         arc.close()
     return lo, hi

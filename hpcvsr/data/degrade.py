@@ -24,6 +24,9 @@ import torch.nn.functional as F
 from ..errors import UserError
 
 DEGRADATIONS = ("bicubic", "blur", "block_mean", "point")
+# Where a low-resolution pixel sits on the fine grid: centred on its s x s cells (bicubic, block mean), or on
+# the first of them (point sampling, and blur, which keeps every s-th pixel of the blurred field).
+CENTRED = {"bicubic": True, "block_mean": True, "blur": False, "point": False}
 UPSCALERS = ("nearest", "bilinear", "bicubic")
 
 

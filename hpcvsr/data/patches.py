@@ -38,7 +38,7 @@ def prepare_inputs(blocks: list, scale: int, model2d=None) -> None:
 def window_frames(b: bl.Block, centres, *, source: str = "lr", window: int = 1, crop: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs (k, window, ...) read from buffer ``source`` and targets (k, H - 2 crop, W - 2 crop)."""
     idx = b.window_index(centres, window)
-    hr = mt.shave(b.hr[np.asarray(centres) - b.read[0]], crop)
+    hr = mt.shave(b.target(np.asarray(centres) - b.read[0]), crop)
     return b.buffer(source)[torch.from_numpy(idx).to(b.hr.device)], hr
 
 
@@ -48,7 +48,7 @@ class PatchTask:
     ``source`` is the buffer the model reads ('lr', 'bicubic' or 'sr2d'); ``window`` the number
     of consecutive frames per sample (1 for 2D models); ``crop`` the border the model's output
     lacks (the study's valid 3D layers). Flips are used only for degradations that commute with
-    them (bicubic, block mean).
+    them (bicubic, block mean). Targets are NaN where the data are missing (``masked``).
     """
 
     def __init__(self, *, train: list, val: list, source: str, window: int, crop: int, scale: int, patch: int, flips: bool,
@@ -58,6 +58,7 @@ class PatchTask:
         self.flips, self.train_eval_frames, self.eval_batch = flips, train_eval_frames, eval_batch
         self.frames_per_sample = window
         self.counts = np.array([b.n_own for b in train])
+        self.masked = any(b.mask is not None for b in train)  # targets hold NaN where values are missing
 
     def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """(count, 5) rows (block, centre, y, x, flip); centres are segment-local frame indices."""
@@ -79,7 +80,7 @@ class PatchTask:
                 xi = buf[idx, y // s : (y + p) // s, x // s : (x + p) // s]
             else:
                 xi = buf[idx, y : y + p, x : x + p]
-            yi = b.hr[t - b.read[0], y + c : y + p - c, x + c : x + p - c][None]
+            yi = b.target((t - b.read[0], slice(y + c, y + p - c), slice(x + c, x + p - c)))[None]
             dims = [d for d, bit in ((-1, 1), (-2, 2)) if flip & bit]
             if dims:
                 xi, yi = xi.flip(dims), yi.flip(dims)

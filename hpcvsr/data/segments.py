@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -28,18 +29,52 @@ def _ensure(path: str, make, env) -> None:
     env.barrier()
 
 
-def _split(path: str, var: str, n: int, val_fraction: float) -> tuple[bl.Segment, bl.Segment]:
+def file_segment(cfg, path: str, var: str, start: int = 0, stop: int | None = None, name: str = "") -> bl.Segment:
+    """A segment of ``path`` with the configured selection and the crop to a size divisible by the scale."""
+    d, scale = cfg.data, cfg.degrade.scale
+    select, isel = tuple(sorted(d.select.items())), tuple(sorted(d.isel.items()))
+    arc = sequences.open_archive(path, var, select=dict(select), isel=dict(isel))
     try:
-        (a, b), (c, e) = win.split_train_val(n, val_fraction)
+        T, H, W = arc.shape
+    finally:
+        arc.close()
+    try:
+        rows, cols = win.divisible_crop(H, scale, d.crop), win.divisible_crop(W, scale, d.crop)
     except ValueError as exc:
-        raise UserError(f"{path}:{var}: {exc}") from None
-    return bl.Segment(path, var, a, b, "train"), bl.Segment(path, var, c, e, "val")
+        raise UserError(f"{path}:{var}: frames of {H}x{W}: {exc}") from None
+    return bl.Segment(path, var, start, T if stop is None else stop, name, select, isel,
+                      rows if rows != (0, H) else (), cols if cols != (0, W) else ())
+
+
+def check_inputs(cfg) -> None:
+    """Open the configured archives' headers (variables, selection, sizes): errors before anything is created."""
+    d = cfg.data
+    if d.source == "archive":
+        if not d.path:
+            raise UserError("data.path must name the input when data.source is 'archive'")
+        for path in filter(None, (d.path, d.test_path)):
+            file_segment(cfg, path, d.var)
+
+
+def crop_text(seg: bl.Segment) -> str:
+    """How a segment's frames are cropped, for logs and outputs ('' when they are not)."""
+    if not seg.rows and not seg.cols:
+        return ""
+    return f"rows {seg.rows or 'all'}, columns {seg.cols or 'all'} (to sizes divisible by the scale)"
+
+
+def _split(seg: bl.Segment, val_fraction: float) -> tuple[bl.Segment, bl.Segment]:
+    try:
+        (a, b), (c, e) = win.split_train_val(seg.stop, val_fraction)
+    except ValueError as exc:
+        raise UserError(f"{seg.path}:{seg.var}: {exc}") from None
+    return replace(seg, start=a, stop=b, name="train"), replace(seg, start=c, stop=e, name="val")
 
 
 def segments(cfg, env, data_dir: str, kind) -> tuple[list, list, list]:
     """(train, val, test) lists of segments; ``kind`` is the pipeline kind (for the window length)."""
     d = cfg.data
-    train_files: list[tuple[str, str, int]] = []  # (path, var, frames used for training and validation)
+    train_files: list[bl.Segment] = []  # whole files (or their leading part) to split into training and validation
     if d.source in sources.GENERATED:
         var = sources.generated_var(d.source, d.var)
         if d.test_seed in d.seeds:
@@ -48,7 +83,7 @@ def segments(cfg, env, data_dir: str, kind) -> tuple[list, list, list]:
         for seed in list(d.seeds) + [d.test_seed]:
             paths[seed] = os.path.join(data_dir, f"{d.source}_seed{seed}_{d.frames}x{d.size[0]}x{d.size[1]}.h5")
             _ensure(paths[seed], lambda s=seed: sources.generate(d.source, d.frames, d.size, s), env)
-        train_files = [(paths[s], var, d.frames) for s in d.seeds]
+        train_files = [bl.Segment(paths[s], var, 0, d.frames) for s in d.seeds]
         test = [bl.Segment(paths[d.test_seed], var, 0, d.frames, f"seed {d.test_seed}")]
     else:
         if not d.path:
@@ -60,17 +95,17 @@ def segments(cfg, env, data_dir: str, kind) -> tuple[list, list, list]:
             if d.test_path:
                 test_path = os.path.join(data_dir, "video_test.h5")
                 _ensure(test_path, lambda: sources.video(d.test_path), env)
-        n = len(sequences.Archive(path, var))
+        whole = file_segment(cfg, path, var)
         if test_path:
-            test = [bl.Segment(test_path, var, 0, len(sequences.Archive(test_path, var)), "held-out file")]
-            train_files = [(path, var, n)]
+            test = [file_segment(cfg, test_path, var, name="held-out file")]
+            train_files = [whole]
         else:  # hold out the trailing frames of the one file
-            (_, cut), _ = win.split_train_val(n, d.val_fraction)
-            test = [bl.Segment(path, var, cut, n, "held-out tail")]
-            train_files = [(path, var, cut)]
+            (_, cut), _ = win.split_train_val(whole.stop, d.val_fraction)
+            test = [replace(whole, start=cut, name="held-out tail")]
+            train_files = [replace(whole, stop=cut)]
     train, val = [], []
-    for path, var, n in train_files:
-        t, v = _split(path, var, n, d.val_fraction)
+    for seg in train_files:
+        t, v = _split(seg, d.val_fraction)
         train.append(t)
         val.append(v)
     need = kind.window(cfg.windows.size)
@@ -83,7 +118,9 @@ def segments(cfg, env, data_dir: str, kind) -> tuple[list, list, list]:
 
 def normaliser(cfg, env, train: list, reads: list | None = None) -> bl.Normaliser:
     d = cfg.data
-    units = str(sequences.Archive(train[0].path, train[0].var).units or "")
+    arc = train[0].open()
+    units = str(arc.units or "")
+    arc.close()
     if d.normalise == "none":
         return bl.Normaliser(0.0, 1.0, units)
     if d.normalise == "fixed":

@@ -5,9 +5,13 @@ attributes describe the source, grid spacing, time step, generator parameters an
 dataset carries ``units``. Files are written under a temporary name and renamed when complete,
 and an existing file is never replaced unless asked.
 
-Readers take a frame range and read only those frames: HDF5 / NetCDF4 / MATLAB v7.3 through
-h5py slicing (chunked reads), MATLAB v5 through scipy (whole variable: v5 has no partial reads,
-so very large archives should be converted to HDF5 once).
+Readers take a frame range and read only those frames: :func:`open_archive` gives NetCDF files
+(NetCDF-3 and -4, CF conventions: packing, fill values, coordinates, extra dimensions) to
+:class:`hpcvsr.data.cf.CFArchive` (xarray), HDF5 and MATLAB v7.3 to :class:`Archive` (h5py
+slicing, chunked reads), MATLAB v5 through scipy (whole variable: v5 has no partial reads, so very
+large archives should be converted to HDF5 once). Both readers take ``read(start, stop, rows,
+cols)`` and say whether values can be missing (``missing_possible``: only CF files can; NaN
+elsewhere is an error).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 from ..errors import UserError, check_finite
 from ..io.atomic import atomic_path
+from .cf import plain, plain_attrs
 
 
 def _attr(value):
@@ -61,7 +66,7 @@ def _mat_version(path: str) -> str:
 class Archive:
     """Lazy frame access to one variable of an HDF5 / NetCDF4 / .mat archive.
 
-    ``len(archive)`` is the number of frames; ``archive[a:b]`` reads frames a..b-1 only.
+    ``len(archive)`` is the number of frames; ``archive.read(a, b)`` reads frames a..b-1 only.
     The file is opened on first read (after a DataLoader fork), never in ``__init__`` beyond
     reading the shape.
     """
@@ -87,8 +92,8 @@ class Archive:
                         have = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
                         raise UserError(f"{path}: no variable '{var}' (has: {', '.join(have) or 'none'})")
                     shape = f[var].shape
-                    self.attrs = dict(f.attrs)
-                    self.units = f[var].attrs.get("units", "")
+                    self.attrs = plain_attrs(f.attrs)
+                    self.units = str(plain(f[var].attrs.get("units", "")))
             except OSError as exc:
                 raise UserError(f"cannot open {path} as HDF5/NetCDF4/MATLAB 7.3: {exc}") from None
         if ext == ".mat" and self.kind == "h5":
@@ -99,6 +104,7 @@ class Archive:
         self.shape = tuple(int(s) for s in shape)
         if not hasattr(self, "attrs"):
             self.attrs, self.units = {}, ""
+        self.missing_possible, self.time, self.notes = False, None, []
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -108,25 +114,22 @@ class Archive:
             self._file = h5py.File(self.path, "r")
         return self._file[self.var]
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Frames [start, stop) as float32 (T, H, W)."""
+    def read(self, start: int, stop: int, rows: slice | None = None, cols: slice | None = None) -> np.ndarray:
+        """Frames [start, stop) as float32 (T, H, W), optionally only ``rows`` x ``cols`` of each."""
+        rows, cols = rows or slice(None), cols or slice(None)
         if not 0 <= start <= stop <= len(self):
             raise UserError(f"{self.path}:{self.var}: frames {start}:{stop} outside 0:{len(self)}")
         if self.log is not None:
             self.log.append({"file": self.path, "var": self.var, "start": start, "stop": stop})
         if self.kind == "mat5":
-            out = self._whole[start:stop]
+            out = self._whole[start:stop, rows, cols]
         elif self.mat73:
-            out = self._dataset()[:, :, start:stop].transpose(2, 1, 0)
+            out = self._dataset()[cols, rows, start:stop].transpose(2, 1, 0)
         else:
-            out = self._dataset()[start:stop]
+            out = self._dataset()[start:stop, rows, cols]
         out = np.asarray(out, dtype=np.float32)
         check_finite(out, f"{self.path}:{self.var} frames {start}:{stop}")
         return out
-
-    def __getitem__(self, sl: slice) -> np.ndarray:
-        start, stop, step = sl.indices(len(self))
-        return self.read(start, stop)[::step]
 
     def close(self) -> None:
         if self._file is not None:
@@ -139,8 +142,41 @@ class Archive:
         return state
 
 
+NETCDF_EXTENSIONS = (".nc", ".nc4", ".cdf", ".netcdf")
+
+
+def is_netcdf(path: str) -> bool:
+    """NetCDF by extension, by the NetCDF-3 signature, or an HDF5 file written by the netCDF library."""
+    if os.path.splitext(path)[1].lower() in NETCDF_EXTENSIONS:
+        return True
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:3] == b"CDF":
+        return True
+    if head != b"\x89HDF\r\n\x1a\n":
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return "_NCProperties" in f.attrs
+    except OSError:
+        return False
+
+
+def open_archive(path: str, var: str, *, select: dict | None = None, isel: dict | None = None, log: list | None = None):
+    """The reader for ``path``: :class:`~hpcvsr.data.cf.CFArchive` for NetCDF, :class:`Archive` otherwise."""
+    if not os.path.isfile(path):
+        raise UserError(f"file not found: {path}")
+    if is_netcdf(path):
+        from .cf import CFArchive
+
+        return CFArchive(path, var, select=select, isel=isel, log=log)
+    if select or isel:
+        raise UserError(f"{path}: selecting dimensions (select/isel) needs a NetCDF file; this is HDF5/MATLAB with 3-D variables")
+    return Archive(path, var, log=log)
+
+
 def read_frames(path: str, var: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-    arc = Archive(path, var)
+    arc = open_archive(path, var)
     try:
         return arc.read(start, len(arc) if stop is None else stop)
     finally:

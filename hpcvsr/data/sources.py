@@ -74,13 +74,16 @@ def video(path: str, size=None, start: int = 0, stop: int | None = None) -> Buil
     return Built({"y": frames}, {"source": "video", "input": path, "dx": 1.0, "dt": 1.0}, {"y": "8-bit luma"})
 
 
-def archive(path: str, var: str, start: int = 0, stop: int | None = None) -> Built:
-    """Frames [start, stop) of one variable of an archive, with its file attributes."""
-    arc = sequences.Archive(path, var)
+def archive(path: str, var: str, start: int = 0, stop: int | None = None, select: dict | None = None, isel: dict | None = None) -> Built:
+    """Frames [start, stop) of one variable of an archive (NetCDF: decoded, extra dimensions selected), with its attributes."""
+    arc = sequences.open_archive(path, var, select=select, isel=isel)
     try:
         data = arc.read(start, len(arc) if stop is None else stop)
     finally:
         arc.close()
+    if arc.missing_possible and np.isnan(data).any():
+        raise UserError(f"{path}:{var} has missing values (fill values or gaps), which hpcvsr's HDF5 layout cannot hold; "
+                        "train and infer on the NetCDF file itself")
     attrs = {"source": "archive", "input": path, "var": var, "start": start}
     attrs.update({k: v for k, v in arc.attrs.items() if isinstance(v, (int, float, str, np.number))})
     return Built({var: data}, attrs, {var: str(arc.units or "1")})

@@ -88,6 +88,38 @@ def chunks(n_frames: int, chunk: int) -> list[tuple[int, int]]:
     return [(a, min(n_frames, a + chunk)) for a in range(0, n_frames, chunk)]
 
 
+def divisible_crop(n: int, scale: int, mode: str = "centre") -> tuple[int, int]:
+    """[start, stop) of the largest run of ``n`` pixels divisible by ``scale``, centred or from the origin.
+
+    The centred crop drops ``(n % scale) // 2`` pixels at the start and the rest at the end.
+
+    >>> divisible_crop(49, 2), divisible_crop(49, 3), divisible_crop(49, 4, "origin"), divisible_crop(33, 4)
+    ((0, 48), (0, 48), (0, 48), (0, 32))
+    >>> divisible_crop(35, 4), divisible_crop(48, 2)
+    ((1, 33), (0, 48))
+    """
+    cut = n % scale
+    if n < scale:
+        raise ValueError(f"{n} pixels are fewer than the scale {scale}")
+    start = cut // 2 if mode == "centre" else 0
+    return start, start + n - cut
+
+
+def fit_patch(patch: int, height: int, width: int, scale: int, minimum: int = 8) -> int:
+    """The training patch side: ``patch``, or the largest multiple of ``scale`` that fits the frames.
+
+    Raises ValueError when even that is smaller than ``minimum``.
+
+    >>> fit_patch(48, 32, 48, 2), fit_patch(48, 128, 128, 2), fit_patch(40, 33, 60, 4)
+    (32, 48, 32)
+    """
+    side = min(patch, height, width)
+    side -= side % scale
+    if side < minimum:
+        raise ValueError(f"frames of {height}x{width} are too small to train on (a patch of at least {minimum} pixels is needed)")
+    return side
+
+
 def split_train_val(n: int, val_fraction: float) -> tuple[tuple[int, int], tuple[int, int]]:
     """Leading frames train, trailing ``val_fraction`` validate: ((0, a), (a, n)).
 

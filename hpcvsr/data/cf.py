@@ -1,0 +1,539 @@
+"""Lazy frame access to one variable of a CF NetCDF file (NetCDF-3 or NetCDF-4), through xarray.
+
+:class:`CFArchive` mirrors :class:`hpcvsr.data.sequences.Archive`: ``len(archive)`` frames,
+``archive.read(a, b)`` reads frames a..b-1 only (xarray's lazy indexing, ``cache=False``). xarray
+does all CF decoding (scale_factor / add_offset, _FillValue / missing_value -> NaN); the only
+thing added here is masking values outside valid_min / valid_max / valid_range, which xarray
+leaves alone, compared against the stored values as the netCDF library does.
+
+The time, y and x dimensions are found from CF metadata (``axis``, ``standard_name``, time
+``units`` "<unit> since <date>", lat/lon ``units``), then from common names, then by position.
+Other dimensions (a pressure level, an ensemble member) are chosen with ``select`` (by
+coordinate value) or ``isel`` (by index); one of size 1 is dropped and noted in ``notes``.
+
+:func:`fine_coordinate` / :func:`fine_grid` give the horizontal coordinates of the
+super-resolved grid, so the writer (:mod:`hpcvsr.io.ncout`) can describe it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+
+import numpy as np
+
+from ..errors import UserError
+
+# Attributes that describe storage, not meaning: xarray applies them when decoding, writers set their own.
+ENCODING_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "_Unsigned", "valid_range", "valid_min",
+                  "valid_max", "coordinates", "dtype", "_ChunkSizes")
+_STANDARD_NAMES = {"time": "T", "latitude": "Y", "projection_y_coordinate": "Y", "grid_latitude": "Y",
+                   "longitude": "X", "projection_x_coordinate": "X", "grid_longitude": "X"}
+_NAMES = {"T": ("time", "t", "valid_time"), "Y": ("lat", "latitude", "y", "rlat", "nlat", "j"),
+          "X": ("lon", "longitude", "x", "rlon", "nlon", "i")}
+_LAT_UNITS = ("degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn")
+_LON_UNITS = ("degrees_east", "degree_east", "degree_e", "degrees_e", "degreee", "degreese")
+_TIME_UNITS = re.compile(r"^\s*[a-zA-Z]+\s+since\s+\S")
+
+
+def plain(value):
+    """An attribute value as plain Python: str (never bytes), int, float or a list of them.
+
+    >>> plain(b"K"), plain(np.float32(0.5)), plain(np.array([1, 2], np.int16))
+    ('K', 0.5, [1, 2])
+    """
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return plain(value.item()) if value.ndim == 0 else [plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def plain_attrs(attrs: dict, drop: tuple = ()) -> dict:
+    """Attributes as plain Python values, without the keys in ``drop``."""
+    return {str(k): plain(v) for k, v in attrs.items() if k not in drop}
+
+
+def is_time_units(units) -> bool:
+    """True for CF time units "<unit> since <date>".
+
+    >>> is_time_units("hours since 1900-01-01 00:00:00.0"), is_time_units("K")
+    (True, False)
+    """
+    return isinstance(units, str) and bool(_TIME_UNITS.match(units))
+
+
+def axis_evidence(name: str, attrs: dict) -> tuple[str, int] | None:
+    """(axis, strength) a coordinate's metadata gives, strength 0 (``axis``) .. 3 (its name only).
+
+    Axis is "T", "Y", "X" or "Z" (a vertical coordinate, never taken for time, y or x).
+
+    >>> axis_evidence("rlat", {"standard_name": "grid_latitude"}), axis_evidence("lev", {"positive": "down"})
+    (('Y', 1), ('Z', 0))
+    >>> axis_evidence("valid_time", {}), axis_evidence("level", {})
+    (('T', 3), None)
+    """
+    axis = str(plain(attrs.get("axis", ""))).upper()
+    if axis in ("T", "Y", "X", "Z"):
+        return axis, 0
+    if "positive" in attrs:
+        return "Z", 0
+    standard = _STANDARD_NAMES.get(str(plain(attrs.get("standard_name", ""))))
+    if standard:
+        return standard, 1
+    units = plain(attrs.get("units", ""))
+    if is_time_units(units):
+        return "T", 2
+    if isinstance(units, str) and units.lower() in _LAT_UNITS:
+        return "Y", 2
+    if isinstance(units, str) and units.lower() in _LON_UNITS:
+        return "X", 2
+    for ax, names in _NAMES.items():
+        if name.lower() in names:
+            return ax, 3
+    return None
+
+
+def _is_longitude(name: str, attrs: dict) -> bool:
+    units = str(plain(attrs.get("units", ""))).lower()
+    return attrs.get("standard_name") in ("longitude", "grid_longitude") or units in _LON_UNITS or name.lower() in ("lon", "longitude")
+
+
+def _is_latitude(name: str, attrs: dict) -> bool:
+    units = str(plain(attrs.get("units", ""))).lower()
+    return attrs.get("standard_name") in ("latitude", "grid_latitude") or units in _LAT_UNITS or name.lower() in ("lat", "latitude")
+
+
+def _open(path: str, raw: bool = False):
+    import xarray as xr
+    try:
+        return xr.open_dataset(path, engine="netcdf4", decode_times=False, decode_timedelta=False, mask_and_scale=not raw, cache=False)
+    except Exception as exc:  # any failure to open a user's file is the user's to fix
+        raise UserError(f"cannot open {path} as NetCDF: {exc}") from None
+
+
+def _values_text(values, limit: int = 6) -> str:
+    values = [plain(v) for v in np.asarray(values).ravel()[: limit + 1]]
+    text = ", ".join(str(v) for v in values[:limit])
+    return text + (", ..." if len(values) > limit else "")
+
+
+class CFArchive:
+    """Lazy frame access to one variable of a CF NetCDF file: frames (T, H, W) in (time, y, x) order.
+
+    ``select`` picks extra dimensions by coordinate value (``{"level": 500}``), ``isel`` by index
+    (``{"member": 0}``). The file is opened in ``__init__`` to read the metadata, closed, and opened
+    again on first read (after a DataLoader fork); an archive pickles without its open file.
+    """
+
+    def __init__(self, path: str, var: str, *, select: dict | None = None, isel: dict | None = None, log: list | None = None):
+        if not os.path.isfile(path):
+            raise UserError(f"file not found: {path}")
+        self.path, self.var, self.log, self.notes = path, var, log, []
+        self._ds = self._raw = None
+        ds = _open(path)
+        try:
+            if var not in ds.data_vars:
+                have = ", ".join(sorted(str(k) for k in ds.data_vars)) or "none"
+                raise UserError(f"{path}: no variable '{var}' (has: {have})")
+            da = ds[var]
+            self._index = self._selection(da, select or {}, isel or {})
+            da = da.isel(self._index)
+            tdim, ydim, xdim = self._find_dims(da)
+            self.dims = (tdim, ydim, xdim)
+            self.shape = tuple(int(da.sizes[d]) for d in self.dims)
+            self.time, self.cf_time = self._find_time(da, tdim)
+            self.attrs = plain_attrs(da.attrs, ENCODING_ATTRS)
+            self.global_attrs = plain_attrs(ds.attrs)
+            units = self.attrs.get("units", "")
+            self.units = units if isinstance(units, str) else str(units)
+            enc, raw_attrs = dict(da.encoding), dict(ds.variables[var].attrs)
+            self.dtype = str(np.dtype(enc.get("dtype", da.dtype)))
+            self._valid = self._valid_bounds(raw_attrs)
+            scaled = "scale_factor" in enc or "add_offset" in enc
+            self.packed = bool(scaled and np.issubdtype(np.dtype(self.dtype), np.integer))
+            self.packing_step = float(abs(plain(enc.get("scale_factor", 0.0)))) if self.packed else 0.0
+            self._raw_needed = self._valid is not None and scaled
+            fill = enc.get("_FillValue", enc.get("missing_value"))
+            self.missing_possible = fill is not None or self._valid is not None
+            self.fill_value = self._decoded_fill(fill)
+            mapping = self.attrs.get("grid_mapping")
+            self.grid_mapping = ({"name": mapping, "attrs": plain_attrs(ds[mapping].attrs)}
+                                 if isinstance(mapping, str) and mapping in ds.variables else None)
+        finally:
+            ds.close()
+
+    # -- metadata -------------------------------------------------------------------------------------
+
+    def _selection(self, da, select: dict, isel: dict) -> dict:
+        """{dim: integer index} for the user's selections, each checked against the variable."""
+        index = {}
+        for how, chosen in (("isel", isel), ("select", select)):
+            for dim, value in chosen.items():
+                if dim not in da.dims:
+                    have = ", ".join(map(str, da.dims))
+                    raise UserError(f"{self.path}:{self.var}: cannot {how} '{dim}': the variable's dimensions are {have}")
+                if how == "isel":
+                    n = int(da.sizes[dim])
+                    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                        value = int(value)
+                    if not isinstance(value, (int, np.integer)) or not -n <= int(value) < n:
+                        raise UserError(f"{self.path}:{self.var}: isel {dim}={value!r} is not an index in 0..{n - 1}")
+                    index[dim] = int(value) % n
+                else:
+                    index[dim] = self._locate(da, dim, value)
+        return index
+
+    def _locate(self, da, dim: str, value) -> int:
+        """Index of the exact coordinate ``value`` along ``dim`` (a numeric string is taken as a number)."""
+        if dim not in da.coords:
+            raise UserError(f"{self.path}:{self.var}: dimension '{dim}' has no coordinate values to select from; "
+                            f"select it by index instead (--isel {dim}=0)")
+        values = np.asarray(da[dim].values)
+        if isinstance(value, str) and np.issubdtype(values.dtype, np.number):
+            with contextlib.suppress(ValueError):  # a number given as text
+                value = float(value)
+        hits = np.flatnonzero(values == value)
+        if len(hits) != 1:
+            raise UserError(f"{self.path}:{self.var}: {dim}={value!r} is not one of the {len(values)} values of '{dim}' "
+                            f"({_values_text(values, 10)})")
+        return int(hits[0])
+
+    def _find_dims(self, da) -> tuple[str, str, str]:
+        """(time-or-frames dim, y dim, x dim) of the selected variable; drops extra dims of size 1."""
+        if da.ndim < 3:
+            raise UserError(f"{self.path}:{self.var} has dimensions ({', '.join(map(str, da.dims))}) after selection; "
+                            "frames need three: time (or frames), y and x")
+        evidence = {}
+        for dim in map(str, da.dims):
+            found = [axis_evidence(str(n), c.attrs) for n, c in da.coords.items() if c.dims == (dim,)]
+            found = [e for e in found + [axis_evidence(dim, {})] if e is not None]
+            evidence[dim] = min(found, key=lambda e: e[1]) if found else None
+        axes = {}
+        for ax in ("T", "Y", "X"):
+            cands = [(e[1], d) for d, e in evidence.items() if e is not None and e[0] == ax]
+            if cands:
+                best = min(cands)[0]
+                tied = [d for s, d in cands if s == best]
+                if len(tied) > 1:
+                    raise UserError(f"{self.path}:{self.var}: dimensions {', '.join(tied)} all look like axis {ax}; "
+                                    "give the file CF 'axis' attributes or select all but one")
+                axes[ax] = tied[0]
+        rest = [d for d in map(str, da.dims) if d not in axes.values()]
+        missing = [ax for ax in ("T", "Y", "X") if ax not in axes]
+        while len(rest) > len(missing) and any(da.sizes[d] == 1 for d in rest):
+            drop = next(d for d in rest if da.sizes[d] == 1)
+            rest.remove(drop)
+        if missing and len(rest) == len(missing):
+            for ax, dim in zip(missing, rest):
+                axes[ax] = dim
+                self.notes.append(f"{self.path}:{self.var}: dimension '{dim}' taken as {'frames' if ax == 'T' else ax} by position")
+        elif missing:
+            raise UserError(f"{self.path}:{self.var}: cannot tell the time, y and x dimensions apart among "
+                            f"{', '.join(f'{d} ({da.sizes[d]})' for d in map(str, da.dims))}; "
+                            "give the coordinates CF 'axis' attributes, or select the extra dimensions")
+        extra = [d for d in map(str, da.dims) if d not in axes.values()]
+        big = [d for d in extra if da.sizes[d] > 1]
+        if big:
+            raise UserError(self._extra_dims_message(da, big))
+        for dim in extra:
+            value = f" = {_values_text(da[dim].values)}" if dim in da.coords else ""
+            self.notes.append(f"{self.path}:{self.var}: dropped dimension '{dim}' of size 1{value}")
+            self._index[dim] = 0
+        return axes["T"], axes["Y"], axes["X"]
+
+    def _extra_dims_message(self, da, dims: list) -> str:
+        parts, sel, isel = [], [], []
+        for dim in dims:
+            if dim in da.coords:
+                vals = np.asarray(da[dim].values)
+                parts.append(f"'{dim}' (size {vals.size}: {_values_text(vals)})")
+                sel.append(f"{dim}={plain(vals[0])}")
+            else:
+                parts.append(f"'{dim}' (size {da.sizes[dim]}, no coordinate values)")
+            isel.append(f"{dim}=0")
+        example = ", ".join(s.replace("=", ": ") for s in sel)
+        how = (f"choose one with data.select: {{{example}}} in the config or --select {' '.join(sel)} / --isel {' '.join(isel)} "
+               f"on the command line" if sel else f"choose one with --isel {' '.join(isel)} on the command line (data.isel in the config)")
+        noun = "dimension" if len(dims) == 1 else "dimensions"
+        return f"{self.path}:{self.var} has the extra {noun} {', '.join(parts)} besides time, y and x; {how}"
+
+    @staticmethod
+    def _find_time(da, tdim: str) -> tuple[str | None, bool]:
+        """(name of the frames dim's coordinate, whether it is a CF time) — a CF time preferred."""
+        cands = [str(n) for n, c in da.coords.items() if c.dims == (tdim,)]
+        for name in cands:
+            if is_time_units(plain(da[name].attrs.get("units"))):
+                return name, True
+        return (tdim, False) if tdim in cands else (None, False)
+
+    @staticmethod
+    def _valid_bounds(attrs: dict) -> tuple[float, float] | None:
+        """(lo, hi) from valid_range / valid_min / valid_max in stored units, or None."""
+        lo, hi = -np.inf, np.inf
+        if "valid_range" in attrs:
+            lo, hi = (float(v) for v in np.asarray(attrs["valid_range"]).ravel()[:2])
+        lo = float(np.asarray(attrs["valid_min"]).ravel()[0]) if "valid_min" in attrs else lo
+        hi = float(np.asarray(attrs["valid_max"]).ravel()[0]) if "valid_max" in attrs else hi
+        return None if (lo, hi) == (-np.inf, np.inf) else (lo, hi)
+
+    def _decoded_fill(self, fill) -> float | None:
+        """The fill value meaning "missing" in decoded (float) data; None when nothing can be missing.
+
+        A float variable's own _FillValue (or missing_value); for integer storage, whose fill is a
+        stored code with no decoded value, the netCDF default float32 fill (9.96921e36).
+        """
+        if not self.missing_possible:
+            return None
+        if fill is not None and np.issubdtype(np.dtype(self.dtype), np.floating):
+            return float(np.asarray(fill).ravel()[0])
+        return 9.969209968386869e36
+
+    # -- data -------------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _array(self, raw: bool = False):
+        """The selected variable, lazily indexed (the file opened on first use)."""
+        if raw:
+            if self._raw is None:
+                self._raw = _open(self.path, raw=True)
+            return self._raw[self.var].isel(self._index)
+        if self._ds is None:
+            self._ds = _open(self.path)
+        return self._ds[self.var].isel(self._index)
+
+    def _crop(self, start: int, stop: int, rows: slice | None, cols: slice | None) -> dict:
+        if not 0 <= start <= stop <= len(self):
+            raise UserError(f"{self.path}:{self.var}: frames {start}:{stop} outside 0:{len(self)}")
+        t, y, x = self.dims
+        return {t: slice(start, stop), y: rows if rows is not None else slice(None), x: cols if cols is not None else slice(None)}
+
+    def read(self, start: int, stop: int, rows: slice | None = None, cols: slice | None = None) -> np.ndarray:
+        """Frames [start, stop) as float32 (T, H, W), NaN where missing; only those frames are read."""
+        crop = self._crop(start, stop, rows, cols)
+        if self.log is not None:
+            self.log.append({"file": self.path, "var": self.var, "start": start, "stop": stop})
+        out = np.asarray(self._array().isel(crop).transpose(*self.dims).values, dtype=np.float32)
+        if self._valid is not None:
+            lo, hi = self._valid
+            stored = self._array(raw=True).isel(crop).transpose(*self.dims).values if self._raw_needed else out
+            with np.errstate(invalid="ignore"):
+                out[(stored < lo) | (stored > hi)] = np.nan
+        return out
+
+    # -- time -------------------------------------------------------------------------------------------
+
+    def time_values(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The time coordinate's values for frames [start, stop) exactly as stored (dtype kept)."""
+        if self.time is None:
+            raise UserError(f"{self.path}:{self.var} has no time coordinate")
+        stop = len(self) if stop is None else stop
+        self._crop(start, stop, None, None)
+        return np.asarray(self._array(raw=True)[self.time].isel({self.dims[0]: slice(start, stop)}).values)
+
+    @property
+    def time_attrs(self) -> dict:
+        """All attributes of the time coordinate (units, calendar, ...) except fill values and bounds."""
+        if self.time is None:
+            return {}
+        return plain_attrs(self._array(raw=True)[self.time].attrs, ("_FillValue", "missing_value", "bounds"))
+
+    def dates(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """cftime datetimes of frames [start, stop) in the file's calendar."""
+        import cftime
+        if not self.cf_time:
+            raise UserError(f"{self.path}:{self.var} has no CF time coordinate; time features need one")
+        stop = len(self) if stop is None else stop
+        self._crop(start, stop, None, None)
+        coord = self._array()[self.time]
+        values = np.asarray(coord.isel({self.dims[0]: slice(start, stop)}).values)
+        calendar = str(plain(coord.attrs.get("calendar", "standard")))
+        units = str(plain(coord.attrs["units"]))
+        return np.asarray(cftime.num2date(values, units, calendar=calendar, only_use_cftime_datetimes=True)).ravel()
+
+    def time_features(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """(n, 4) float32: sin, cos of the hour of day and of the fraction of the year, in any CF calendar."""
+        return time_features(self.dates(start, stop))
+
+    # -- grid -------------------------------------------------------------------------------------------
+
+    def grid(self, rows: slice | None = None, cols: slice | None = None) -> dict:
+        """The horizontal coordinates after cropping, as plain data (see the module doc of ncout)."""
+        _, ydim, xdim = self.dims
+        crop = {ydim: rows if rows is not None else slice(None), xdim: cols if cols is not None else slice(None)}
+        coords = {}
+        for name, c in self._array().coords.items():
+            if not c.dims or not set(c.dims) <= {ydim, xdim} or not np.issubdtype(c.dtype, np.number):
+                continue
+            c = c.isel({d: s for d, s in crop.items() if d in c.dims})
+            coords[str(name)] = {"dims": [str(d) for d in c.dims], "values": np.asarray(c.values, np.float64),
+                                 "attrs": plain_attrs(c.attrs, ENCODING_ATTRS + ("bounds",))}
+        return {"ydim": ydim, "xdim": xdim, "coords": coords}
+
+    def scalar_coords(self) -> dict:
+        """Scalar coordinates left by the selection (the chosen level, member ...): {name: {"value", "attrs"}}."""
+        out = {}
+        for name, c in self._array().coords.items():
+            if not c.dims and np.issubdtype(c.dtype, np.number):
+                out[str(name)] = {"value": np.asarray(c.values)[()], "attrs": plain_attrs(c.attrs, ENCODING_ATTRS + ("bounds",))}
+        return out
+
+    def describe(self, rows: slice | None = None, cols: slice | None = None, start: int = 0, stop: int | None = None) -> dict:
+        """Everything a writer needs to describe an output like this input, as plain data."""
+        stop = len(self) if stop is None else stop
+        self._crop(start, stop, rows, cols)
+        time = None
+        if self.time is not None:
+            time = {"name": self.time, "values": self.time_values(start, stop), "attrs": self.time_attrs, "cf": self.cf_time}
+        grid = self.grid(rows, cols)
+        return {"path": self.path, "var": self.var, "dims": list(self.dims), "units": self.units, "attrs": dict(self.attrs),
+                "global_attrs": dict(self.global_attrs), "time": time, "grid": grid, "grid_mapping": self.grid_mapping,
+                "scalar_coords": self.scalar_coords(),
+                "fill_value": self.fill_value, "missing_possible": self.missing_possible, "packed": self.packed,
+                "packing_step": self.packing_step, "dtype": self.dtype, "notes": list(self.notes)}
+
+    # -- life cycle -------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for ds in (self._ds, self._raw):
+            if ds is not None:
+                ds.close()
+        self._ds = self._raw = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self):  # picklable for DataLoader workers: reopen lazily there
+        state = dict(self.__dict__)
+        state["_ds"] = state["_raw"] = None
+        return state
+
+
+def time_features(dates) -> np.ndarray:
+    """(n, 4) float32 [sin, cos](2 pi hour / 24), [sin, cos](2 pi (day_of_year - 1 + hour / 24) / days_in_year).
+
+    ``dates`` are cftime datetimes; the year's length comes from their calendar (360, 365, 366).
+
+    >>> import cftime
+    >>> time_features([cftime.datetime(2021, 1, 1, 6, calendar="noleap")]).astype(float).round(4).tolist()
+    [[1.0, 0.0, 0.0043, 1.0]]
+    """
+    import cftime
+    out = np.empty((len(dates), 4), np.float64)
+    year_length = {}
+    for k, d in enumerate(dates):
+        key = (d.year, d.calendar)
+        if key not in year_length:
+            first, next_first = (cftime.datetime(y, 1, 1, calendar=d.calendar) for y in (d.year, d.year + 1))
+            year_length[key] = (next_first - first).days
+        hour = d.hour + d.minute / 60 + (d.second + d.microsecond / 1e6) / 3600
+        day = (d.dayofyr - 1 + hour / 24) / year_length[key]
+        a, b = 2 * math.pi * hour / 24, 2 * math.pi * day
+        out[k] = (math.sin(a), math.cos(a), math.sin(b), math.cos(b))
+    return out.astype(np.float32)
+
+
+# -- coordinates of the super-resolved grid ------------------------------------------------------------------
+
+
+def fine_positions(n_coarse: int, scale: int, *, centred: bool = True) -> np.ndarray:
+    """Positions of the ``n_coarse * scale`` fine pixels in coarse index units.
+
+    ``centred``: a coarse pixel sits at the centre of its ``scale`` fine cells (``degrade.CENTRED``:
+    bicubic, block_mean), so fine pixel j sits at (j + 0.5) / scale - 0.5; otherwise (point sampling,
+    blur-then-decimate) the coarse pixel is the first fine cell and fine pixel j sits at j / scale.
+
+    >>> fine_positions(2, 2).tolist(), fine_positions(2, 2, centred=False).tolist()
+    ([-0.25, 0.25, 0.75, 1.25], [0.0, 0.5, 1.0, 1.5])
+    """
+    j = np.arange(n_coarse * scale, dtype=np.float64)
+    return (j + 0.5) / scale - 0.5 if centred else j / scale
+
+
+def _interp_axis(values: np.ndarray, positions: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation along ``axis`` at fractional indices, extrapolating linearly past the ends."""
+    n = values.shape[axis]
+    if n == 1:  # no spacing to extrapolate with: the single value everywhere
+        return np.repeat(values, len(positions), axis=axis)
+    i0 = np.clip(np.floor(positions), 0, n - 2).astype(np.int64)
+    shape = [1] * values.ndim
+    shape[axis] = len(positions)
+    w = (positions - i0).reshape(shape)
+    return np.take(values, i0, axis=axis) * (1 - w) + np.take(values, i0 + 1, axis=axis) * w
+
+
+def _wrap_longitude(values: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Back to the source's convention: [0, 360) if all source values are >= 0, else [-180, 180).
+
+    Values inside the source's own range are kept, so a source reaching 360 or 180 keeps it. A
+    strictly monotonic 1-D source (a dimension coordinate, which CF requires to be monotonic) is
+    not wrapped at all: its extrapolated ends may step just past the convention (-0.0625 for a
+    source starting at 0) but the coordinate stays monotonic.
+    """
+    if source.ndim == 1 and source.size > 1 and (np.all(np.diff(source) > 0) or np.all(np.diff(source) < 0)):
+        return values
+    lo, hi = np.nanmin(source), np.nanmax(source)
+    wrapped = np.mod(values, 360.0) if lo >= 0 else np.mod(values + 180.0, 360.0) - 180.0
+    return np.where((values >= lo) & (values <= hi), values, wrapped)
+
+
+def fine_coordinate(values: np.ndarray, positions_y: np.ndarray | None, positions_x: np.ndarray | None, dims: tuple[str, ...],
+                    ydim: str, xdim: str, is_longitude: bool, *, is_latitude: bool = False) -> np.ndarray:
+    """A coordinate's values at fractional (coarse) index positions along its y and/or x dims.
+
+    Linear in index space, separable (so bilinear for 2-D curvilinear coordinates), with linear
+    extrapolation past the ends; non-uniform spacing (Gaussian latitudes) is followed cell by cell.
+    Longitudes are unwrapped (period 360) first and wrapped back to the source's convention after
+    (except a monotonic 1-D source, which stays monotonic: see ``_wrap_longitude``).
+    Latitudes (``is_latitude``) are clipped to [-90, 90]: extrapolating a grid that reaches a pole
+    would otherwise step past it. A dim of ``dims`` that is neither ``ydim`` nor ``xdim``, or whose
+    positions are None, is left as it is.
+
+    >>> p = np.array([-0.25, 0.25, 0.75, 1.25, 1.75, 2.25])
+    >>> fine_coordinate(np.array([10.0, 20, 30]), None, p, ("lon",), "lat", "lon", False).tolist()
+    [7.5, 12.5, 17.5, 22.5, 27.5, 32.5]
+    >>> fine_coordinate(np.array([350.0, 0, 10]), None, p, ("lon",), "lat", "lon", True).tolist()
+    [347.5, 352.5, 357.5, 2.5, 7.5, 12.5]
+    >>> fine_coordinate(np.array([90.0, 89, 88]), p[:2], None, ("lat",), "lat", "lon", False, is_latitude=True).tolist()
+    [90.0, 89.75]
+    """
+    source = np.asarray(values, dtype=np.float64)
+    out = source
+    if is_longitude:
+        for axis in range(out.ndim):
+            out = np.unwrap(out, period=360.0, axis=axis)
+    for axis, dim in enumerate(dims):
+        pos = positions_y if dim == ydim else positions_x if dim == xdim else None
+        if pos is not None:
+            out = _interp_axis(out, np.asarray(pos, dtype=np.float64), axis)
+    if is_longitude:
+        out = _wrap_longitude(out, source)
+    if is_latitude:
+        out = np.clip(out, -90.0, 90.0)
+    return out
+
+
+def fine_grid(grid: dict, positions_y: np.ndarray | None, positions_x: np.ndarray | None) -> dict:
+    """:func:`fine_coordinate` applied to every coordinate of a grid dict (as :meth:`CFArchive.grid` gives).
+
+    Range attributes (actual_range, valid_*) are dropped: they described the coarse values.
+    """
+    ydim, xdim = grid["ydim"], grid["xdim"]
+    coords = {}
+    for name, c in grid["coords"].items():
+        attrs = {k: v for k, v in c["attrs"].items() if k not in ("actual_range", "valid_min", "valid_max", "valid_range")}
+        values = fine_coordinate(c["values"], positions_y, positions_x, tuple(c["dims"]), ydim, xdim,
+                                 _is_longitude(name, c["attrs"]), is_latitude=_is_latitude(name, c["attrs"]))
+        coords[name] = {"dims": list(c["dims"]), "values": values, "attrs": attrs}
+    return {"ydim": ydim, "xdim": xdim, "coords": coords}

@@ -1,0 +1,249 @@
+"""Write a super-resolved sequence as a CF-1.8 NetCDF-4 file that describes itself like its input.
+
+:func:`write_cf` takes the frames as a callable (read chunk by chunk, the whole array is never in
+memory), the input's :meth:`hpcvsr.data.cf.CFArchive.describe` and the output's horizontal
+coordinates (:func:`hpcvsr.data.cf.fine_grid`). The output keeps the input's variable, dimension
+and coordinate names, its attributes (units, long_name, standard_name, cell_methods ...), its
+global attributes, the scalar coordinates a selection left (the chosen level), and its time
+coordinate exactly (raw values and units / calendar), with the
+new step prepended to ``history`` (CF: newest first). Missing values (NaN) are stored as
+``_FillValue``. The file is written under a temporary name (:mod:`hpcvsr.io.atomic`) and renamed onto
+``DST`` when complete, so ``DST`` is never half-written; a failure removes the partial file.
+
+Packing (``pack={"dtype": "int16", "lo": lo, "hi": hi}``): codes -32766..32767 cover [lo, hi]
+(scale_factor = (hi - lo) / 65533, add_offset = hi - 32767 scale_factor, so lo -> -32766 and
+hi -> 32767) and -32767 is the ``_FillValue``, the scheme of ERA5's grib_to_netcdf. netCDF4
+rounds to the nearest code, so a decoded value is within half a step (:func:`packing_step`) of
+what was written. A value outside [lo, hi] raises ValueError: nothing is ever clipped silently.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import numpy as np
+
+from ..data.cf import ENCODING_ATTRS
+from .atomic import atomic_path
+
+PACK_LOW, PACK_HIGH, PACK_FILL = -32766, 32767, -32767
+# Attributes of the input variable that do not describe the output: storage, and references to variables not carried.
+DROP_VAR_ATTRS = ENCODING_ATTRS + ("actual_range", "ancillary_variables", "cell_measures", "bounds", "grid_mapping")
+
+
+def packing(lo: float, hi: float) -> tuple[float, float]:
+    """(scale_factor, add_offset) mapping [lo, hi] onto int16 codes -32766..32767.
+
+    >>> scale, offset = packing(0.0, 65533.0)
+    >>> scale, offset, (0.0 - offset) / scale, (65533.0 - offset) / scale
+    (1.0, 32766.0, -32766.0, 32767.0)
+    """
+    lo, hi = float(lo), float(hi)
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi >= lo):
+        raise ValueError(f"packing range [{lo}, {hi}] must be finite with lo <= hi")
+    scale = (hi - lo) / (PACK_HIGH - PACK_LOW) if hi > lo else 1.0
+    return scale, hi - PACK_HIGH * scale
+
+
+def packing_step(lo: float, hi: float) -> float:
+    """The int16 packing step of [lo, hi]: decoded values are within half of it.
+
+    >>> packing_step(0.0, 65533.0)
+    1.0
+    """
+    return packing(lo, hi)[0]
+
+
+def history_line(text: str, now: datetime.datetime | None = None) -> str:
+    """One history entry "<ISO time UTC>: <text>".
+
+    >>> history_line("hpcvsr infer x2", datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc))
+    '2024-05-01T12:00:00Z: hpcvsr infer x2'
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return f"{now.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}: {text}"
+
+
+def netcdf_attr(value):
+    """A value a NetCDF attribute can hold: bools as ints, dicts (and lists of text) as JSON, ints as int32 when they fit.
+
+    >>> netcdf_attr(True), netcdf_attr({"a": 1}), netcdf_attr([1, 2]).dtype.name
+    (1, '{"a": 1}', 'int32')
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        arr = np.asarray(value)
+        if arr.dtype.kind in "biuf" and arr.size:
+            return netcdf_attr(arr.astype(np.int64).tolist()) if arr.dtype.kind == "b" else _narrow(arr)
+        return json.dumps([str(v) if not isinstance(v, (int, float)) else v for v in arr.tolist()])
+    if isinstance(value, (int, np.integer)):
+        return _narrow(np.asarray(value))[()]
+    return value
+
+
+def _narrow(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind in "iu" and arr.size and np.iinfo(np.int32).min <= arr.min() and arr.max() <= np.iinfo(np.int32).max:
+        return arr.astype(np.int32)
+    return arr
+
+
+def _set_attrs(var, attrs: dict, drop: tuple = ()) -> None:
+    for key, value in attrs.items():
+        if key in drop or key.startswith("_") or value is None:
+            continue
+        var.setncattr(key, netcdf_attr(value))
+
+
+def _write_globals(f, meta: dict, history: str, extra: dict | None) -> None:
+    source = meta.get("global_attrs", {})
+    _set_attrs(f, source, ("history", "Conventions"))
+    f.setncattr("Conventions", "CF-1.8")
+    old = str(source.get("history", "")).strip()
+    f.setncattr("history", history_line(history) + (f"\n{old}" if old else ""))
+    for key, value in (extra or {}).items():
+        if value is not None:
+            f.setncattr(key if key.startswith("hpcvsr_") else f"hpcvsr_{key}", netcdf_attr(value))
+
+
+def _write_time(f, tdim: str, time: dict | None, n_frames: int) -> list[str]:
+    """The frames coordinate: the input's time with raw values and attributes, or a frame index."""
+    if time is None:
+        tv = f.createVariable(tdim, "i4", (tdim,))
+        tv.setncattr("long_name", "frame index")
+        tv[:] = np.arange(n_frames, dtype=np.int32)
+        return []
+    values = np.asarray(time["values"])
+    if values.shape != (n_frames,):
+        raise ValueError(f"time has {values.size} values for {n_frames} frames")
+    tv = f.createVariable(time["name"], values.dtype, (tdim,))
+    tv.set_auto_maskandscale(False)  # raw values, attributes copied: equal to the input's bit for bit
+    _set_attrs(tv, time.get("attrs", {}), ("_FillValue", "missing_value", "bounds"))
+    tv[:] = values
+    return [] if time["name"] == tdim else [time["name"]]
+
+
+def _grid_sizes(grid: dict) -> dict:
+    sizes = {}
+    for name, c in grid["coords"].items():
+        shape = np.shape(c["values"])
+        if len(shape) != len(c["dims"]):
+            raise ValueError(f"coordinate '{name}' has dims {c['dims']} but values of shape {shape}")
+        for dim, n in zip(c["dims"], shape):
+            if sizes.setdefault(dim, n) != n:
+                raise ValueError(f"coordinate '{name}' gives '{dim}' size {n}, another coordinate {sizes[dim]}")
+    return sizes
+
+
+def _write_grid(f, grid: dict) -> list[str]:
+    """Horizontal coordinates: 1-D ones named like their dim as dimension coordinates, the rest auxiliary."""
+    aux = []
+    for name, c in grid["coords"].items():
+        dims = tuple(c["dims"])
+        cv = f.createVariable(name, "f8", dims)
+        _set_attrs(cv, c.get("attrs", {}), ENCODING_ATTRS + ("bounds",))
+        cv[:] = np.asarray(c["values"], np.float64)
+        if dims != (name,):
+            aux.append(name)
+    return aux
+
+
+def _write_scalars(f, scalars: dict) -> list[str]:
+    """Scalar coordinates (the selected level, member ...) so the output still says where it lies."""
+    for name, s in scalars.items():
+        value = np.asarray(s["value"])
+        sv = f.createVariable(name, value.dtype, ())
+        _set_attrs(sv, s.get("attrs", {}), ENCODING_ATTRS + ("bounds",))
+        sv.assignValue(value)
+    return list(scalars)
+
+
+def _write_metrics(f, tdim: str, metrics: dict, n_frames: int) -> None:
+    for name, values in metrics.items():
+        values = np.asarray(values, np.float64)
+        if values.shape != (n_frames,):
+            raise ValueError(f"frame metric '{name}' has shape {values.shape}, expected ({n_frames},)")
+        if name in f.variables:
+            raise ValueError(f"frame metric '{name}' has the name of another variable")
+        mv = f.createVariable(name, "f8", (tdim,))
+        mv.setncattr("long_name", f"per-frame {name.replace('_', ' ')}")
+        mv[:] = values
+
+
+def _checked(x, a: int, b: int, shape: tuple, pack: dict | None, fill: bool) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape != (b - a, *shape):
+        raise ValueError(f"frames({a}, {b}) gave shape {x.shape}, expected {(b - a, *shape)}")
+    missing = np.isnan(x)
+    if pack is not None:
+        with np.errstate(invalid="ignore"):
+            bad = int(np.count_nonzero((x < pack["lo"]) | (x > pack["hi"])))
+        if bad:
+            raise ValueError(f"{bad} values of frames {a}:{b} lie outside the packing range [{pack['lo']}, {pack['hi']}]; "
+                             "widen the range (values are never clipped)")
+        return np.ma.masked_array(np.where(missing, np.float32(pack["lo"]), x), mask=missing)
+    if missing.any():
+        if not fill:
+            raise ValueError(f"frames {a}:{b} hold {int(missing.sum())} NaN values but no fill_value was given")
+        return np.ma.masked_array(np.where(missing, np.float32(0), x), mask=missing)
+    return x
+
+
+def write_cf(dst: str, *, frames, n_frames: int, meta: dict, grid: dict, var: str, history: str, fill_value: float | None,
+             pack: dict | None = None, compression: bool = True, frame_metrics: dict | None = None, global_attrs: dict | None = None,
+             chunk: int = 16) -> None:
+    """Write ``n_frames`` frames, ``frames(a, b) -> (b - a, H, W)`` float32 (NaN = missing), as a CF NetCDF-4 file.
+
+    ``meta`` is the input's ``CFArchive.describe()`` (its time values must cover exactly these
+    frames); ``grid`` the output's horizontal coordinates (``fine_grid``), whose lengths give H
+    and W. The variable ``var`` gets the dims (input frames dim, ydim, xdim), chunks of one frame,
+    zlib when ``compression``; ``_FillValue = fill_value`` when not None (NaN needs one).
+    ``frame_metrics`` {name: (n_frames,) values} become variables on the time dim; ``global_attrs``
+    are added as ``hpcvsr_<name>``. Existing ``dst`` is replaced (the caller checks overwriting).
+    """
+    import netCDF4 as nc
+    if n_frames < 1:
+        raise ValueError("nothing to write: n_frames < 1")
+    if pack is not None:
+        if str(pack.get("dtype", "int16")) != "int16":
+            raise ValueError(f"only int16 packing is supported, not {pack['dtype']}")
+        pack = {"lo": float(pack["lo"]), "hi": float(pack["hi"])}
+        scale, offset = packing(pack["lo"], pack["hi"])
+    tdim, ydim, xdim = meta["dims"][0] or "time", grid["ydim"], grid["xdim"]
+    first = np.asarray(frames(0, min(chunk, n_frames)), dtype=np.float32)
+    sizes = _grid_sizes(grid)
+    shape = (sizes.get(ydim, first.shape[-2] if first.ndim == 3 else -1), sizes.get(xdim, first.shape[-1] if first.ndim == 3 else -1))
+    with atomic_path(dst) as partial:
+        with nc.Dataset(partial, "w", format="NETCDF4") as f:
+            _write_globals(f, meta, history, global_attrs)
+            f.createDimension(tdim, n_frames)
+            f.createDimension(ydim, shape[0])
+            f.createDimension(xdim, shape[1])
+            aux = _write_time(f, tdim, meta.get("time"), n_frames) + _write_grid(f, grid) + _write_scalars(f, meta.get("scalar_coords", {}))
+            mapping = meta.get("grid_mapping")
+            if mapping:
+                _set_attrs(f.createVariable(mapping["name"], "i4", ()), mapping["attrs"])
+            if pack is not None:
+                v = f.createVariable(var, "i2", (tdim, ydim, xdim), fill_value=np.int16(PACK_FILL), zlib=compression, complevel=4,
+                                     shuffle=compression, chunksizes=(1, *shape))
+            else:
+                fill = np.float32(fill_value) if fill_value is not None else None
+                v = f.createVariable(var, "f4", (tdim, ydim, xdim), fill_value=fill, zlib=compression, complevel=4,
+                                     shuffle=compression, chunksizes=(1, *shape))
+            _set_attrs(v, meta.get("attrs", {}), DROP_VAR_ATTRS)
+            if mapping:
+                v.setncattr("grid_mapping", mapping["name"])
+            if aux:
+                v.setncattr("coordinates", " ".join(aux))
+            if pack is not None:
+                v.setncattr("scale_factor", np.float64(scale))
+                v.setncattr("add_offset", np.float64(offset))
+            _write_metrics(f, tdim, frame_metrics or {}, n_frames)
+            has_fill = pack is not None or fill_value is not None
+            for a in range(0, n_frames, chunk):
+                b = min(n_frames, a + chunk)
+                x = first if a == 0 else frames(a, b)
+                v[a:b] = _checked(x, a, b, shape, pack, has_fill)
