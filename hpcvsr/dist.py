@@ -187,6 +187,14 @@ def fail_fast(env: DistEnv):
         shutdown(env)
 
 
+def launch(cfg, body):
+    """An entry point's run: the environment from ``cfg`` (device, threads), then ``body(env)`` under
+    :func:`fail_fast`; returns what ``body`` returns."""
+    env = init(cfg.device, cfg.threads)
+    with fail_fast(env):
+        return body(env)
+
+
 class StopFlag:
     """Set by SIGTERM / SIGUSR1 (Slurm's warning before the walltime); read at step boundaries.
 

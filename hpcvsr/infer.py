@@ -56,9 +56,7 @@ def main(argv=None) -> int:
     config_mod.add_arguments(p)
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, args.overrides)
-    env = dist.init(cfg.device, cfg.threads)
-    with dist.fail_fast(env):
-        return run(args, cfg, env)
+    return dist.launch(cfg, lambda env: run(args, cfg, env))
 
 
 def run(args, cfg, env) -> int:

@@ -54,13 +54,16 @@ def main(argv=None) -> int:
     p.add_argument("--run-dir", default="runs/quickstart", help="output and checkpoint folder (default runs/quickstart)")
     args = p.parse_args(argv)
     cfg = config_mod.load(args.config, args.overrides)
-    env = dist.init(cfg.device, cfg.threads)
-    with dist.fail_fast(env):
-        try:
-            return run(cfg, env, args.run_dir)
-        except trainer.Preempted:
-            log.info("stopped by signal; checkpoints are in %s: run the same command again to resume", args.run_dir)
-            return 0
+    return dist.launch(cfg, lambda env: run_or_stop(cfg, env, args.run_dir))
+
+
+def run_or_stop(cfg, env: dist.DistEnv, run_dir: str) -> int:
+    """:func:`run`, or exit 0 after a stop signal wrote the checkpoints (the same command resumes)."""
+    try:
+        return run(cfg, env, run_dir)
+    except trainer.Preempted:
+        log.info("stopped by signal; checkpoints are in %s: run the same command again to resume", run_dir)
+        return 0
 
 
 def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
