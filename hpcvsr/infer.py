@@ -81,6 +81,7 @@ def run(args, cfg, env) -> int:
             raise UserError(f"{args.input}:{var}: frames of {H}x{W}: {exc}") from None
         if (y1 - y0, x1 - x0) != (H, W):
             rows, cols = slice(y0, y1), slice(x0, x1)
+        if rows is not None and env.is_root:
             print(f"{args.input}:{var}: frames of {H}x{W} cropped to rows {y0}:{y1}, columns {x0}:{x1} ({mode}) to be divisible by {s}")
         h, w = (y1 - y0) // s, (x1 - x0) // s
     else:
