@@ -18,10 +18,8 @@ import sys
 
 import numpy as np
 
+from .data.cf import coordinate_kind
 from .errors import UserError, cli
-
-_LAT_UNITS = ("degrees_north", "degree_north", "degree_n", "degrees_n")
-_LON_UNITS = ("degrees_east", "degree_east", "degree_e", "degrees_e")
 
 
 def _open(path: str, what: str):
@@ -48,21 +46,12 @@ def _attr(ds, path: str, name: str):
     return ds.attrs[name]
 
 
-def _coord_kind(name: str, attrs: dict) -> str | None:
-    std, units = str(attrs.get("standard_name", "")).lower(), str(attrs.get("units", "")).lower()
-    if std in ("latitude", "grid_latitude") or units in _LAT_UNITS or name.lower() in ("lat", "latitude", "nav_lat"):
-        return "lat"
-    if std in ("longitude", "grid_longitude") or units in _LON_UNITS or name.lower() in ("lon", "longitude", "nav_lon"):
-        return "lon"
-    return None
-
-
 def _horizontal(da, ydim: str, xdim: str) -> dict:
     """{"x": (name, values, dims), "y": ...}: longitude / latitude when the variable has them, else the dims' own coords or indices."""
     found = {}
     for name, c in da.coords.items():
         if c.ndim and set(c.dims) <= {ydim, xdim}:
-            kind = _coord_kind(str(name), c.attrs)
+            kind = coordinate_kind(str(name), c.attrs)
             if kind and kind not in found:
                 found[kind] = (str(name), np.asarray(c.values, np.float64), tuple(c.dims))
     out = {}

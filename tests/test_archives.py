@@ -149,6 +149,14 @@ def test_masked_archive_metrics_ignore_the_mask_and_output_keeps_it(arch, tmp_pa
     with xr.open_dataset(nc) as out, xr.open_dataset(nc, mask_and_scale=False) as raw:
         assert np.array_equal(np.isnan(out["sst"].values), missing)
         assert "_FillValue" in raw["sst"].attrs
+    # the map figure of the NetCDF output (LR | SR | HR on latitude / longitude)
+    fig = tmp_path / "map.png"
+    proc = run_cli("hpcvsr.mapfig", "--sr", str(nc), "--hr", str(arch / "sst.nc"), "--var", "sst", "--frame", "3", "--out", str(fig))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.stat().st_size > 20000
+    proc = run_cli("hpcvsr.mapfig", "--sr", str(nc), "--hr", str(arch / "sst.nc"), "--var", "nope", "--out", str(tmp_path / "m2.png"))
+    assert_user_error(proc, "no variable 'nope'")
+    assert not (tmp_path / "m2.png").exists()
 
 
 def test_extra_dimension_needs_a_selection(arch, runs, tmp_path):

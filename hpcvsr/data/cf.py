@@ -100,14 +100,18 @@ def axis_evidence(name: str, attrs: dict) -> tuple[str, int] | None:
     return None
 
 
-def _is_longitude(name: str, attrs: dict) -> bool:
-    units = str(plain(attrs.get("units", ""))).lower()
-    return attrs.get("standard_name") in ("longitude", "grid_longitude") or units in _LON_UNITS or name.lower() in ("lon", "longitude")
+def coordinate_kind(name: str, attrs: dict) -> str | None:
+    """'lat', 'lon' or None for a coordinate, from its standard_name, units or name.
 
-
-def _is_latitude(name: str, attrs: dict) -> bool:
-    units = str(plain(attrs.get("units", ""))).lower()
-    return attrs.get("standard_name") in ("latitude", "grid_latitude") or units in _LAT_UNITS or name.lower() in ("lat", "latitude")
+    >>> coordinate_kind("nav_lat", {}), coordinate_kind("x", {"units": "degrees_east"}), coordinate_kind("level", {})
+    ('lat', 'lon', None)
+    """
+    std, units = str(plain(attrs.get("standard_name", ""))).lower(), str(plain(attrs.get("units", ""))).lower()
+    if std in ("latitude", "grid_latitude") or units in _LAT_UNITS or name.lower() in ("lat", "latitude", "nav_lat"):
+        return "lat"
+    if std in ("longitude", "grid_longitude") or units in _LON_UNITS or name.lower() in ("lon", "longitude", "nav_lon"):
+        return "lon"
+    return None
 
 
 def _open(path: str, raw: bool = False):
@@ -534,6 +538,7 @@ def fine_grid(grid: dict, positions_y: np.ndarray | None, positions_x: np.ndarra
     for name, c in grid["coords"].items():
         attrs = {k: v for k, v in c["attrs"].items() if k not in ("actual_range", "valid_min", "valid_max", "valid_range")}
         values = fine_coordinate(c["values"], positions_y, positions_x, tuple(c["dims"]), ydim, xdim,
-                                 _is_longitude(name, c["attrs"]), is_latitude=_is_latitude(name, c["attrs"]))
+                                 coordinate_kind(name, c["attrs"]) == "lon",
+                                 is_latitude=coordinate_kind(name, c["attrs"]) == "lat")
         coords[name] = {"dims": list(c["dims"]), "values": values, "attrs": attrs}
     return {"ydim": ydim, "xdim": xdim, "coords": coords}
