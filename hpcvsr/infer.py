@@ -26,6 +26,7 @@ import torch
 from . import config as config_mod
 from . import dist, metrics
 from .data import degrade as dg
+from .data import segments as sg
 from .data import windows as win
 from .data.blocks import fill_missing
 from .data.sequences import NETCDF_EXTENSIONS, open_archive
@@ -73,19 +74,16 @@ def run(args, cfg, env) -> int:
     if args.degrade and args.reference:
         raise UserError("use either --degrade (compare with the input) or --reference, not both")
     rows = cols = None
+    h, w = H, W
     if args.degrade:  # crop as in training, to the largest size divisible by the scale
         mode = pred.config.get("data", {}).get("crop", "centre")
-        try:
-            (y0, y1), (x0, x1) = win.divisible_crop(H, s, mode), win.divisible_crop(W, s, mode)
-        except ValueError as exc:
-            raise UserError(f"{args.input}:{var}: frames of {H}x{W}: {exc}") from None
-        if (y1 - y0, x1 - x0) != (H, W):
+        y, x = sg.frame_crop(f"{args.input}:{var}", H, W, s, mode)
+        (y0, y1), (x0, x1) = y or (0, H), x or (0, W)
+        if y or x:
             rows, cols = slice(y0, y1), slice(x0, x1)
-        if rows is not None and env.is_root:
-            print(f"{args.input}:{var}: frames of {H}x{W} cropped to rows {y0}:{y1}, columns {x0}:{x1} ({mode}) to be divisible by {s}")
+            if env.is_root:
+                print(f"{args.input}:{var}: frames of {H}x{W} cropped to rows {y0}:{y1}, columns {x0}:{x1} ({mode}) to be divisible by {s}")
         h, w = (y1 - y0) // s, (x1 - x0) // s
-    else:
-        h, w = H, W
     out_shape = (T, h * s - 2 * c, w * s - 2 * c)
     ref = None
     if args.reference:
@@ -184,11 +182,9 @@ def _publish_netcdf(args, arc, h5_path: str, *, var: str, pred, rows, cols, attr
     from .data.cf import fine_grid, fine_positions
 
     T, s, c = len(arc), pred.scale, pred.crop
-    if hasattr(arc, "describe"):
-        meta = arc.describe(rows, cols)
-    else:  # HDF5 / MATLAB input: no coordinates to carry
-        meta = {"var": var, "dims": ["time", "y", "x"], "attrs": {"units": str(arc.units or pred.norm.units)}, "global_attrs": {},
-                "time": None, "grid": {"ydim": "y", "xdim": "x", "coords": {}}, "fill_value": None, "missing_possible": False}
+    meta = arc.describe(rows, cols)
+    if not meta["attrs"].get("units"):
+        meta["attrs"]["units"] = pred.norm.units
     grid = meta["grid"]
     with h5py.File(h5_path, "r") as f:
         ny, nx = f["sr"].shape[1:]

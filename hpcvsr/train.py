@@ -94,7 +94,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     test_b = sg.load_blocks(test_segs, cfg, env, norm, halo, reads)
     write_json(os.path.join(run_dir, "logs", f"reads_rank{env.rank}.json"), reads)
     log.info("normalisation [%g, %g] %s; rank %d owns %s", norm.lo, norm.hi, norm.units, env.rank, [b.own for b in train_b])
-    crops = {f"{s.path}:{s.var}": sg.crop_text(s) for s in train_segs + test_segs if sg.crop_text(s)}
+    crops = {f"{s.path}:{s.var}": text for s in train_segs + test_segs if (text := sg.crop_text(s))}
     for where, text in crops.items():
         log.info("%s: frames cropped to %s (data.crop: %s)", where, text, cfg.data.crop)
     frame_h, frame_w = (min(b.hr.shape[d] for b in train_b + val_b) for d in (-2, -1))

@@ -38,12 +38,18 @@ def file_segment(cfg, path: str, var: str, start: int = 0, stop: int | None = No
         T, H, W = arc.shape
     finally:
         arc.close()
+    rows, cols = frame_crop(f"{path}:{var}", H, W, scale, d.crop)
+    return bl.Segment(path, var, start, T if stop is None else stop, name, select, isel, rows, cols)
+
+
+def frame_crop(where: str, height: int, width: int, scale: int, mode: str) -> tuple[tuple, tuple]:
+    """(rows, cols) that crop frames of height x width to the largest size divisible by ``scale``;
+    () for an axis that needs no crop. Frames smaller than the scale are a UserError."""
     try:
-        rows, cols = win.divisible_crop(H, scale, d.crop), win.divisible_crop(W, scale, d.crop)
+        rows, cols = win.divisible_crop(height, scale, mode), win.divisible_crop(width, scale, mode)
     except ValueError as exc:
-        raise UserError(f"{path}:{var}: frames of {H}x{W}: {exc}") from None
-    return bl.Segment(path, var, start, T if stop is None else stop, name, select, isel,
-                      rows if rows != (0, H) else (), cols if cols != (0, W) else ())
+        raise UserError(f"{where}: frames of {height}x{width}: {exc}") from None
+    return (rows if rows != (0, height) else ()), (cols if cols != (0, width) else ())
 
 
 def check_inputs(cfg) -> None:

@@ -131,6 +131,12 @@ class Archive:
         check_finite(out, f"{self.path}:{self.var} frames {start}:{stop}")
         return out
 
+    def describe(self, rows: slice | None = None, cols: slice | None = None) -> dict:
+        """What a writer needs to describe an output like this input (as
+        :meth:`hpcvsr.data.cf.CFArchive.describe`): here no time and no coordinates to carry."""
+        return {"var": self.var, "dims": ["time", "y", "x"], "attrs": {"units": str(self.units)} if self.units else {}, "global_attrs": {},
+                "time": None, "grid": {"ydim": "y", "xdim": "x", "coords": {}}, "fill_value": None, "missing_possible": False}
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
