@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import signal
 import socket
@@ -164,6 +165,24 @@ def shutdown(env: DistEnv) -> None:
         tdist.destroy_process_group()
 
 
+def exit_process(code: int = 0) -> None:
+    """End a distributed process now, after its last collective, without interpreter finalisation.
+
+    Once a model has been wrapped in DDP, its C++ reducer keeps the gloo process group (and its
+    worker threads) alive past ``destroy_process_group``. A worker that drops its last reference
+    to a Python-owned tensor while the interpreter is finalising aborts the process ("terminate
+    called without an active exception", signal 6) although all work finished. Logs and standard
+    streams are flushed and MPI is finalised first; every file the package writes is closed by then.
+    """
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 @contextlib.contextmanager
 def fail_fast(env: DistEnv):
     """Run an entry point's body; on an unexpected error with several ranks, print it and exit 1 at once.
@@ -189,10 +208,15 @@ def fail_fast(env: DistEnv):
 
 def launch(cfg, body):
     """An entry point's run: the environment from ``cfg`` (device, threads), then ``body(env)`` under
-    :func:`fail_fast`; returns what ``body`` returns."""
+    :func:`fail_fast`; returns what ``body`` returns (a distributed run exits with it instead, see
+    :func:`exit_process`)."""
     env = init(cfg.device, cfg.threads)
     with fail_fast(env):
-        return body(env)
+        result = body(env)
+        env.barrier()
+    if env.distributed:
+        exit_process(int(result or 0))
+    return result
 
 
 class StopFlag:

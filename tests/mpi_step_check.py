@@ -44,5 +44,6 @@ for opt_name in ("sgd", "adam"):
         out[opt_name] = {"max_rel_diff_of_update": rel, "params_moved": moved, "ranks_bitwise_equal": len(set(hashes)) == 1}
 if env.is_root:
     print("RESULT " + json.dumps(out), flush=True)
-env.barrier()  # every rank done with its collectives before the group goes (as the entry points end), so no gloo
-dist.shutdown(env)  # worker still holds Python objects while the interpreter exits
+env.barrier()  # every rank done with its collectives, then end as the entry points do (dist.launch)
+dist.shutdown(env)
+dist.exit_process(0)
