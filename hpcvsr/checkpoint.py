@@ -135,6 +135,7 @@ class ModelFile:
     net2d: dict  # model entry of the 2D network
     model: dict  # model entry of the final network
     config: dict = field(default_factory=dict)
+    condition: dict = field(default_factory=dict)  # the grid a conditioned model is tied to (train.conditioning_spec); {} if none
 
 
 def save_model(path: str, mf: ModelFile) -> None:

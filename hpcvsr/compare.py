@@ -14,7 +14,7 @@ from .data.patches import window_frames
 
 @dataclass(frozen=True)
 class Method:
-    fn: Callable  # inputs (k, window, ...) -> (k, 1, H', W')
+    fn: Callable  # (inputs (k, window, ...), Where) -> (k, 1, H', W')
     window: int = 1  # frames per input
     source: str = "lr"  # buffer it reads: 'lr', 'bicubic' or 'sr2d'
     crop: int = 0  # border its output lacks
@@ -34,8 +34,8 @@ def evaluate_methods(methods: dict, blocks: list, *, crop: int, norm: bl.Normali
             centres = b.centres()
             for i in range(0, len(centres), batch):
                 cs = centres[i : i + batch]
-                x, y = window_frames(b, cs, source=m.source, window=m.window)
-                out = mt.shave(m.fn(x).squeeze(1), crop - m.crop)
+                x, y, where = window_frames(b, cs, source=m.source, window=m.window)
+                out = mt.shave(m.fn(x, where).squeeze(1), crop - m.crop)
                 p = acc.update(out, mt.shave(y, crop), offset=norm.lo / norm.span)
                 frame_psnr[offset + cs] = p.to(frame_psnr)
             offset += b.segment.n

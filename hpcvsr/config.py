@@ -23,6 +23,12 @@ from .kinds import KINDS, check
 
 
 @dataclass(frozen=True)
+class StaticConfig:
+    path: str = ""  # NetCDF file of static high-resolution covariates on the data's grid (e.g. orography)
+    vars: list[str] = field(default_factory=list)  # its variables to condition on
+
+
+@dataclass(frozen=True)
 class DataConfig:
     source: str = "swe"  # swe | phantom | archive | video
     path: str = ""  # archive or video file; unused for generated sources
@@ -38,6 +44,7 @@ class DataConfig:
     select: dict = field(default_factory=dict)  # NetCDF extra dimensions by coordinate value, e.g. {level: 500}
     isel: dict = field(default_factory=dict)  # ... or by index, e.g. {member: 0}
     crop: str = "centre"  # frames not divisible by the scale are cropped to the largest divisible size: centre | origin
+    static: StaticConfig = field(default_factory=StaticConfig)  # conditioning covariates, cropped like the data
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,15 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ConditionConfig:
+    """Inputs tied to the place and the hour (hpcvsr.models.conditioning), for both stages."""
+
+    location_channels: int = 0  # learned high-resolution maps (usable only on the training grid)
+    time_features: bool = False  # sin/cos of hour of day and day of year from the CF time coordinate
+    width: int = 32  # width of the conditioning head
+
+
+@dataclass(frozen=True)
 class WindowConfig:
     size: int = 5
     pad: str = "replicate"  # replicate | reflect
@@ -95,6 +111,7 @@ class Config:
     train2d: TrainConfig = field(default_factory=TrainConfig)
     train3d: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=8, patch=40, patches_per_epoch=512))
     windows: WindowConfig = field(default_factory=WindowConfig)
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # CPU threads per rank (0: the node's cores / ranks on the node)
@@ -277,7 +294,22 @@ def validate(cfg: Config) -> None:
         raise UserError(f"windows.size must be odd and >= 3, got {cfg.windows.size}")
     if cfg.data.normalise == "fixed" and (len(cfg.data.norm_range) != 2 or cfg.data.norm_range[0] >= cfg.data.norm_range[1]):
         raise UserError(f"data.norm_range must be [low, high] with low < high, got {cfg.data.norm_range}")
+    c, st = cfg.condition, cfg.data.static
+    if c.location_channels < 0 or c.width < 1:
+        raise UserError(f"condition: location_channels >= 0 and width >= 1 are required, got {c.location_channels}, {c.width}")
+    if bool(st.path) != bool(st.vars):
+        raise UserError("data.static needs both a path and its vars (e.g. {path: static.nc, vars: [orography]})")
+    if c.time_features and cfg.data.source != "archive":
+        raise UserError(f"condition.time_features needs a time coordinate; data.source '{cfg.data.source}' has none "
+                        "(write the data as CF NetCDF, e.g. python -m hpcvsr.data swe --out F.nc, and use data.source: archive)")
+    if (st.path or c.location_channels) and cfg.data.source not in ("archive", "swe", "phantom"):
+        raise UserError(f"place conditioning (data.static, condition.location_channels) needs a fixed grid; data.source '{cfg.data.source}' is not one")
     check(cfg)
+
+
+def conditioned(cfg: Config) -> bool:
+    """Whether the networks are conditioned on place or time."""
+    return bool(cfg.data.static.vars or cfg.condition.location_channels or cfg.condition.time_features)
 
 
 def to_dict(cfg: Config) -> dict:

@@ -22,6 +22,7 @@ from .data import windows as win
 from .data.blocks import Normaliser
 from .errors import UserError
 from .models import from_entry
+from .models.conditioning import Where, run
 
 
 class Predictor:
@@ -48,8 +49,30 @@ class Predictor:
         self.win_size = self.kind.window(self.window)  # frames per window
         self.halo = self.kind.halo(self.window)
         self.source = self.kind.source(getattr(self.net, "input_space", "hr"))
+        self.condition = mf.condition  # {} unless the networks are conditioned on place or time
+        self.needs_time = bool(self.condition.get("time_features"))
+        self.tied_to_grid = bool(self.condition.get("static_vars") or self.condition.get("location_channels"))
         if tile and tile_halo * self.scale < self.crop:
             raise UserError(f"infer.tile_halo={tile_halo} LR pixels is smaller than the model's {self.crop}-pixel border crop")
+
+    def check_grid(self, where: str, shape: tuple, axes: dict) -> None:
+        """Refuse a high-resolution grid (``shape``, 1D ``axes`` {"y", "x"}) other than the one the
+        model's place channels (static covariates, learned maps) were trained on."""
+        if not self.tied_to_grid:
+            return
+        grid, what = tuple(self.condition["grid"]), ("static covariates " + ", ".join(self.condition["static_vars"])
+                                                      if self.condition.get("static_vars") else "learned location channels")
+        if tuple(shape) != grid:
+            raise UserError(f"{where}: the super-resolved grid would be {shape[0]}x{shape[1]}, but this model's {what} cover the "
+                            f"training grid of {grid[0]}x{grid[1]}; it applies only to that grid")
+        for k, ref in self.condition.get("axes", {}).items():
+            got = axes.get(k)
+            if got is None:
+                continue
+            ref, got = np.asarray(ref), np.asarray(got)
+            step = float(np.abs(np.diff(ref)).min()) if ref.size > 1 else 1.0
+            if got.shape != ref.shape or float(np.abs(got - ref).max()) > 0.01 * step:
+                raise UserError(f"{where}: its {k} coordinates differ from the training grid's; this model's {what} apply only to that grid")
 
     def _ctx(self):
         if self.autocast == "bf16":
@@ -57,33 +80,42 @@ class Predictor:
         return contextlib.nullcontext()
 
     @torch.no_grad()
-    def _frames(self, lr: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-        """Whole-frame prediction: LR buffer (T, h, w), windows ``idx`` (k, window) -> (k, H', W')."""
+    def _frames(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None, origin: tuple = (0, 0)) -> torch.Tensor:
+        """Whole-frame prediction: LR buffer (T, h, w), windows ``idx`` (k, window) -> (k, H', W').
+
+        ``times`` (T, 4) are the buffer frames' time features, ``origin`` the high-resolution row
+        and column of the buffer's first pixel on the grid (a tile's offset)."""
         b = self.batch
+
+        def where(frames: torch.Tensor) -> Where:  # frames: (n, window) buffer indices
+            return Where.at(len(frames), *origin, times=None if times is None else times[frames], device=lr.device)
+
         with self._ctx():
             if self.net is None:
                 centre = torch.from_numpy(idx[:, idx.shape[1] // 2]).to(lr.device)
-                out = torch.cat([self.net2d(lr[centre[i : i + b]].unsqueeze(1)) for i in range(0, len(centre), b)])
+                out = torch.cat([run(self.net2d, lr[c].unsqueeze(1), where(c[:, None])) for c in centre.split(b)])
                 return out.squeeze(1).float()
             if self.source == "sr2d":
-                need = np.unique(idx)
+                need = torch.from_numpy(np.unique(idx)).to(lr.device)
                 sr = torch.empty((lr.shape[0], lr.shape[1] * self.scale, lr.shape[2] * self.scale), device=lr.device)
-                for i in range(0, len(need), b):
-                    sel = torch.from_numpy(need[i : i + b]).to(lr.device)
-                    sr[sel] = self.net2d(lr[sel].unsqueeze(1)).squeeze(1).float()
+                for sel in need.split(b):
+                    sr[sel] = run(self.net2d, lr[sel].unsqueeze(1), where(sel[:, None])).squeeze(1).float()
                 src = sr
             elif self.source == "bicubic":
                 src = dg.upscale(lr, self.scale)
             else:  # windows of LR frames
                 src = lr
             t = torch.from_numpy(idx).to(lr.device)
-            out = [self.net(src[t[i : i + b]]) for i in range(0, len(t), b)]
+            out = [run(self.net, src[w], where(w)) for w in t.split(b)]
             return torch.cat(out).squeeze(1).float()
 
-    def predict(self, lr: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-        """(k, H - 2 crop, W - 2 crop) super-resolved frames, tiled when ``tile`` is set."""
+    def predict(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None) -> torch.Tensor:
+        """(k, H - 2 crop, W - 2 crop) super-resolved frames, tiled when ``tile`` is set; ``times``:
+        the buffer frames' time features (T, 4) for a time-conditioned model."""
+        if self.needs_time and times is None:
+            raise RuntimeError("this model needs the frames' time features")  # programming error: infer checks the input first
         if not self.tile:
-            return self._frames(lr, idx)
+            return self._frames(lr, idx, times)
         h, w = lr.shape[-2:]
         s, c = self.scale, self.crop
         H, W = h * s, w * s
@@ -91,7 +123,7 @@ class Predictor:
         t_lr, halo = max(1, self.tile // s), self.tile_halo
         for r0, r1, k0, k1 in win.tile_grid(h, t_lr, halo):
             for q0, q1, j0, j1 in win.tile_grid(w, t_lr, halo):
-                part = self._frames(lr[:, r0:r1, q0:q1].contiguous(), idx)
+                part = self._frames(lr[:, r0:r1, q0:q1].contiguous(), idx, times, (r0 * s, q0 * s))
                 # the tile's output covers HR rows [r0 s + c, r1 s - c); keep [k0 s, k1 s) within the frame's [c, H - c)
                 y0, y1 = max(k0 * s, c), min(k1 * s, H - c)
                 x0, x1 = max(j0 * s, c), min(j1 * s, W - c)

@@ -85,6 +85,9 @@ def run(args, cfg, env) -> int:
                 print(f"{args.input}:{var}: frames of {H}x{W} cropped to rows {y0}:{y1}, columns {x0}:{x1} ({mode}) to be divisible by {s}")
         h, w = (y1 - y0) // s, (x1 - x0) // s
     out_shape = (T, h * s - 2 * c, w * s - 2 * c)
+    pred.check_grid(f"{args.input}:{var}", (h * s, w * s), _hr_axes(arc, rows, cols, degraded=bool(args.degrade), pred=pred))
+    if pred.needs_time and not getattr(arc, "cf_time", False):
+        raise UserError(f"{args.input}:{var} has no CF time coordinate, but the model {args.run_dir} was trained with time features")
     ref = None
     if args.reference:
         ref = open_archive(args.reference, args.ref_var or var, select=select, isel=isel)
@@ -123,7 +126,8 @@ def run(args, cfg, env) -> int:
         x, valid = fill_missing(norm.unit(torch.from_numpy(arc.read(r0, r1, rows, cols)).to(env.device)), f"{args.input}:{var}")
         lr = dg.degrade(x, s, pred.degrade, pred.sigma) if args.degrade else x
         idx = win.local_window_indices(np.arange(a, b), T, r0, r1, pred.win_size, pred.pad)
-        sr = pred.predict(lr, idx)
+        times = torch.from_numpy(arc.time_features(r0, r1)).to(env.device) if pred.needs_time else None
+        sr = pred.predict(lr, idx, times)
         if valid is not None:  # missing input cells stay missing in the output
             keep = valid[a - r0 : b - r0]
             if not args.degrade:
@@ -171,6 +175,22 @@ def run(args, cfg, env) -> int:
         if args.stats:
             write_json(args.stats, stats)
     return 0
+
+
+def _hr_axes(arc, rows, cols, *, degraded: bool, pred) -> dict:
+    """{"y", "x"}: 1D coordinates of the high-resolution grid the output lies on ({} when the input has none)."""
+    from .data.cf import fine_grid, fine_positions
+    from .data.segments import axis_values
+
+    if not hasattr(arc, "grid"):
+        return {}
+    grid = arc.grid(rows, cols)
+    if not degraded:
+        centred = dg.CENTRED[pred.degrade]
+        h, w = (len(range(*sl.indices(n))) if sl else n for sl, n in ((rows, arc.shape[1]), (cols, arc.shape[2])))
+        grid = fine_grid(grid, fine_positions(h, pred.scale, centred=centred), fine_positions(w, pred.scale, centred=centred))
+    axes = {k: axis_values(grid, grid[d]) for k, d in (("y", "ydim"), ("x", "xdim"))}
+    return {k: v for k, v in axes.items() if v is not None}
 
 
 def _publish_netcdf(args, arc, h5_path: str, *, var: str, pred, rows, cols, attrs: dict) -> None:

@@ -124,6 +124,15 @@ def compose(k: Kind, net2d, entry2d: dict, net3d, entry3d: dict):
     return MODELS[k.composite](**parts), entry(k.composite, entry3d["scale"], {}, {"net2d": entry2d, "net3d": entry3d})
 
 
+def condition(net, net_entry: dict, spec: dict | None):
+    """(``net`` wrapped in :class:`~hpcvsr.models.conditioning.Conditioned`, its entry) when ``spec``
+    ({grid, static, location, time, width}) asks for conditioning; else unchanged."""
+    if not spec:
+        return net, net_entry
+    wrapped = MODELS["conditioned"](net, **spec)
+    return wrapped, entry("conditioned", net_entry["scale"], spec, {"net": net_entry})
+
+
 def check(cfg) -> None:
     """Cross-field checks that need the models; raises a UserError naming the keys."""
     k = kind(cfg.pipeline)

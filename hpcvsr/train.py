@@ -29,6 +29,7 @@ from .data.patches import PatchTask, prepare_inputs, window_frames
 from .errors import UserError, cli
 from .io.atomic import write_json, write_text
 from .metrics import shave
+from .models import conditioning as cond
 
 log = logging.getLogger("hpcvsr")
 
@@ -64,6 +65,23 @@ def run_or_stop(cfg, env: dist.DistEnv, run_dir: str) -> int:
     except trainer.Preempted:
         log.info("stopped by signal; checkpoints are in %s: run the same command again to resume", run_dir)
         return 0
+
+
+def conditioning_spec(cfg, train_segs: list, blocks: list) -> tuple[dict | None, torch.Tensor | None, dict]:
+    """(the Conditioned networks' keyword arguments or None, the static covariates or None, what
+    model.pt records of the grid for inference: its size, 1D coordinates and covariate names)."""
+    if not config_mod.conditioned(cfg):
+        return None, None, {}
+    c, st = cfg.condition, cfg.data.static
+    shapes = {tuple(b.hr.shape[-2:]) for b in blocks}
+    if (st.vars or c.location_channels) and len(shapes) > 1:
+        raise UserError(f"place conditioning needs one grid, but the training and held-out frames have sizes {sorted(shapes)}")
+    grid = list(max(shapes))
+    static = sg.static_fields(cfg, train_segs[0]) if st.vars else None
+    spec = {"grid": grid, "static": len(st.vars), "location": c.location_channels, "time": c.time_features, "width": c.width}
+    info = {"grid": grid, "axes": sg.grid_axes(train_segs[0]), "static_path": st.path, "static_vars": list(st.vars),
+            "location_channels": c.location_channels, "time_features": c.time_features}
+    return spec, static, info
 
 
 def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
@@ -113,7 +131,13 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
 
     # --- stage 1: the 2D network ----------------------------------------------------------------
     torch.manual_seed(cfg.train2d.seed)  # model initialisation is reproducible (and so is a resumed run)
-    model2d, entry2d = kinds.build_2d(cfg)
+    spec, static, grid_info = conditioning_spec(cfg, train_segs, train_b + val_b + test_b)
+    if spec and spec["static"] + spec["location"]:
+        flips = False  # a mirrored patch would meet its place maps unmirrored
+    model2d, entry2d = kinds.condition(*kinds.build_2d(cfg), spec)
+    inner = "net." if spec else ""  # layer names of the configured network inside the conditioned one
+    if static is not None:
+        model2d.set_static(static)
     model2d.to(env.device)
     histories = {}
     if kind.trains_2d:
@@ -121,7 +145,8 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         task = PatchTask(train=train_b, val=val_b, source="lr", window=1, crop=0, scale=scale, patch=fitted("train2d", t2.patch), flips=flips)
         histories[kinds.STAGE_2D] = trainer.fit(task, model2d, t2, env, ckpt_path=os.path.join(run_dir, f"ckpt_{kinds.STAGE_2D}.pt"), stop=stop,
                                                   stage=kinds.STAGE_2D,
-                                      entry=entry2d, config=cfg_dict, freeze=cfg.model2d.freeze, lr_mult=cfg.model2d.lr_mult, what="model2d")
+                                      entry=entry2d, config=cfg_dict, freeze=[inner + n for n in cfg.model2d.freeze],
+                                      lr_mult={inner + k: v for k, v in cfg.model2d.lr_mult.items()}, what="model2d")
 
     # --- stage 2: the 3D network (or the end-to-end composition) --------------------------------
     net, entry_final, source, crop = None, entry2d, "lr", 0
@@ -130,14 +155,20 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         t3 = cfg.train3d
         torch.manual_seed(t3.seed + 1)
         net3d, entry3d = kinds.build_3d(cfg)
+        inner3 = ""
+        if kind.needs_space != "lr_refiner":  # a 3D stage on the coarse grid has no place maps to meet
+            net3d, entry3d = kinds.condition(net3d, entry3d, spec)
+            inner3 = inner
+            if static is not None:
+                net3d.set_static(static)
         net, entry_final = kinds.compose(kind, model2d, entry2d, net3d, entry3d)
-        source = kind.source(net3d.input_space)
+        source = kind.source(getattr(net3d, "input_space", "hr"))
         prepare_inputs(train_b + val_b + test_b, scale, model2d if source == "sr2d" else None)
         net.to(env.device)
         crop = getattr(net, "crop", 0)
         task = PatchTask(train=train_b, val=val_b, source=source, window=window, crop=crop, scale=scale,
                          patch=fitted("train3d", t3.patch, max(8, 2 * crop + scale)), flips=flips)
-        prefix = kind.param_prefix
+        prefix = kind.param_prefix + inner3
         histories[pipe] = trainer.fit(task, net, t3, env, ckpt_path=os.path.join(run_dir, f"ckpt_{pipe}.pt"), stop=stop, stage=pipe,
                                       entry=entry_final, config=cfg_dict, freeze=[prefix + n for n in cfg.model3d.freeze],
                                       lr_mult={prefix + k: v for k, v in cfg.model3d.lr_mult.items()}, what="model3d")
@@ -146,10 +177,10 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
 
     # --- held-out evaluation: every method on the same crop ---------------------------------------
     model2d.eval()
-    methods = {"bicubic": Method(lambda x: x, source="bicubic"), kinds.STAGE_2D: Method(lambda x: model2d(x))}
+    methods = {"bicubic": Method(lambda x, where: x, source="bicubic"), kinds.STAGE_2D: Method(lambda x, where: cond.run(model2d, x, where))}
     if net is not None:
         net.eval()
-        methods[pipe] = Method(lambda x: net(x), window=window, source=source, crop=crop)
+        methods[pipe] = Method(lambda x, where: cond.run(net, x, where), window=window, source=source, crop=crop)
     test, per_frame = evaluate_methods(methods, test_b, crop=crop, norm=norm, scale=scale, env=env)
     final_net = net if net is not None else model2d
     fingerprint = checkpoint.state_hash(final_net.state_dict())
@@ -160,7 +191,8 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         checkpoint.save_model(os.path.join(run_dir, "model.pt"), checkpoint.ModelFile(
             pipeline=pipe, scale=scale, degrade=cfg.degrade.method, blur_sigma=cfg.degrade.blur_sigma, window=window,
             pad=cfg.windows.pad, crop=crop, var=train_segs[0].var, normaliser={"lo": norm.lo, "hi": norm.hi, "units": norm.units},
-            net2d=checkpoint.model_entry(model2d, entry2d), model=checkpoint.model_entry(final_net, entry_final), config=cfg_dict))
+            net2d=checkpoint.model_entry(model2d, entry2d), model=checkpoint.model_entry(final_net, entry_final), config=cfg_dict,
+            condition=grid_info))
         out = {
             "pipeline": pipe, "scale": scale, "degrade": cfg.degrade.method, "ranks": env.world, "crop": crop,
             "patches": patches, "frame_crops": crops, "notes": train_segs[0].open().notes,
@@ -181,13 +213,13 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         # figures: middle frame of the held-out sequence (crop applied to every panel)
         b = test_b[0]
         t = b.own[0] + b.n_own // 2
-        lr_x, hr_y = window_frames(b, [t])
+        lr_x, hr_y, where = window_frames(b, [t])
         with torch.no_grad():
             panels = {"LR": lr_x[0, 0].cpu().numpy(), "bicubic": shave(dg.upscale(lr_x, scale)[0, 0], crop).cpu().numpy(),
-                      "2D": shave(model2d(lr_x)[0, 0], crop).cpu().numpy()}
+                      "2D": shave(cond.run(model2d, lr_x, where)[0, 0], crop).cpu().numpy()}
             if net is not None:
-                xin, _ = window_frames(b, [t], source=source, window=window)
-                panels[pipe] = net(xin)[0, 0].cpu().numpy()
+                xin, _, where = window_frames(b, [t], source=source, window=window)
+                panels[pipe] = cond.run(net, xin, where)[0, 0].cpu().numpy()
         hr_c = shave(hr_y[0], crop).cpu().numpy()
         panels["HR"] = hr_c
         best = list(panels)[-2]

@@ -25,6 +25,7 @@ from . import checkpoint
 from .config import TrainConfig
 from .dist import DistEnv, StopFlag
 from .errors import UserError
+from .models.conditioning import run
 from .models.weights import check_layers, layer_names
 
 log = logging.getLogger("hpcvsr")
@@ -77,13 +78,14 @@ def masked_mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (d * d).sum() / valid.sum().clamp_min(1)
 
 
-def train_step(model, opt, x, y, masked: bool = False) -> torch.Tensor:
+def train_step(model, opt, x, y, masked: bool = False, where=None) -> torch.Tensor:
     """One optimisation step on a per-rank batch; returns the (local) loss, still on the device.
 
     ``masked``: targets are NaN where the data are missing, and those cells do not count.
+    ``where``: the samples' places and times, for a conditioned model.
     """
     opt.zero_grad(set_to_none=True)
-    out = model(x)
+    out = run(model, x, where)
     loss = masked_mse(out, y) if masked else F.mse_loss(out, y)
     loss.backward()
     opt.step()
@@ -161,8 +163,8 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
         loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
         t_epoch = time.time()
         for step in range(step0, steps):
-            x, y = task.batch(origins[step * b_local : (step + 1) * b_local])
-            loss_sum += train_step(net, opt, x, y, masked=task.masked).double()
+            x, y, where = task.batch(origins[step * b_local : (step + 1) * b_local])
+            loss_sum += train_step(net, opt, x, y, masked=task.masked, where=where).double()
             flags = torch.tensor([float(stop.raised), float(bool(tcfg.max_minutes) and time.time() - t_start > 60 * tcfg.max_minutes)], device=env.device)
             flags = env.all_reduce_max(flags).tolist()  # one collective: every rank decides alike
             if bar is not None:

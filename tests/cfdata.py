@@ -202,3 +202,15 @@ def write_timeless(path: str, *, frames: int = 5, ny: int = 16, nx: int = 20, se
     h = swe.generate(frames, size=(ny, nx), seed=seed).h
     ds = xr.Dataset({"h": (("sample", "row", "col"), h, {"units": "m", "long_name": "height anomaly"})}, attrs={"title": "bare test field"})
     return _write(ds, path, "NETCDF4", {"h": {"dtype": "float32", "_FillValue": None}})
+
+
+def write_orography(path: str, *, ny: int = 33, nx: int = 49, seed: int = 0, shift_lat: float = 0.0) -> xr.Dataset:
+    """ERA5-like static surface height ``z`` (latitude, longitude) in m on the grid of :func:`write_t2m`
+    (the same place pattern the temperature carries); ``shift_lat`` moves its latitudes."""
+    coords = {k: v for k, v in era5_coords(1, ny, nx).items() if k != "time"}
+    lat = coords["latitude"]
+    coords["latitude"] = (lat[0], lat[1] + np.float32(shift_lat), lat[2])
+    z = (800 * orography(ny, nx, seed)).astype(np.float32)
+    attrs = {"units": "m", "long_name": "surface height", "standard_name": "surface_altitude"}
+    ds = xr.Dataset({"z": (("latitude", "longitude"), z, attrs)}, coords=coords, attrs=dict(ERA5_GLOBALS))
+    return _write(ds, path, "NETCDF4", {"z": {"dtype": "float32", "_FillValue": None}})

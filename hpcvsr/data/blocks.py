@@ -71,7 +71,8 @@ class Block:
     it owns [o0, o1). ``hr`` is normalised (T, H, W) with missing cells filled (:func:`fill_missing`)
     and ``mask`` marks the valid ones (None: nothing is missing); ``lr`` is the degradation of ``hr``;
     ``bicubic`` and ``sr2d`` are the inputs a 3D stage may read (bicubic upscale, 2D outputs) over the
-    same frames, set by :func:`hpcvsr.data.patches.prepare_inputs`."""
+    same frames, set by :func:`hpcvsr.data.patches.prepare_inputs`; ``times`` the time features
+    (T, 4) of the same frames when the models are conditioned on time."""
 
     segment: Segment
     own: tuple[int, int]
@@ -82,6 +83,7 @@ class Block:
     bicubic: torch.Tensor | None = None
     sr2d: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    times: torch.Tensor | None = None
 
     def target(self, index) -> torch.Tensor:
         """HR frames (or patches) ``self.hr[index]`` with NaN where values are missing."""
@@ -134,8 +136,9 @@ def fill_missing(x: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor
 
 
 def read_block(seg: Segment, world: int, rank: int, halo: int, norm: Normaliser, scale: int, method: str,
-               sigma: float = 1.6, pad: str = "replicate", device=None, reads: list | None = None) -> Block:
-    """Read this rank's block of ``seg`` plus ``halo`` frames each side, normalise and degrade it."""
+               sigma: float = 1.6, pad: str = "replicate", device=None, reads: list | None = None, times: bool = False) -> Block:
+    """Read this rank's block of ``seg`` plus ``halo`` frames each side, normalise and degrade it
+    (and the frames' time features with ``times``)."""
     if seg.n < world:
         raise UserError(f"{seg.path}:{seg.var} frames {seg.start}:{seg.stop} ({seg.n} frames) cannot be shared by {world} ranks; "
                         "use fewer ranks or more frames")
@@ -144,13 +147,14 @@ def read_block(seg: Segment, world: int, rank: int, halo: int, norm: Normaliser,
     arc = seg.open(log=reads)
     try:
         data = seg.read(arc, seg.start + r0, seg.start + r1)
+        feats = torch.from_numpy(arc.time_features(seg.start + r0, seg.start + r1)).to(device) if times else None
     finally:
         arc.close()
     hr = norm.unit(torch.from_numpy(data).to(device=device, dtype=torch.float32))
     dg.check_divisible(hr.shape, scale, what=f"{seg.path}:{seg.var} frame")
     hr, mask = fill_missing(hr, f"{seg.path}:{seg.var}")
     lr = dg.degrade(hr, scale, method, sigma)
-    return Block(seg, own, (r0, r1), hr, lr, pad, mask=mask)
+    return Block(seg, own, (r0, r1), hr, lr, pad, mask=mask, times=feats)
 
 
 def local_range(seg: Segment, world: int, rank: int, reads: list | None = None) -> tuple[float, float]:

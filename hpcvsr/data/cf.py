@@ -128,6 +128,9 @@ def _values_text(values, limit: int = 6) -> str:
     return text + (", ..." if len(values) > limit else "")
 
 
+STATIC_DIM = "hpcvsr_static_frame"  # the one frame a static (y, x) field is read as
+
+
 class CFArchive:
     """Lazy frame access to one variable of a CF NetCDF file: frames (T, H, W) in (time, y, x) order.
 
@@ -149,6 +152,12 @@ class CFArchive:
             da = ds[var]
             self._index = self._selection(da, select or {}, isel or {})
             da = da.isel(self._index)
+            # a field without frames (orography, land-sea mask) is read as one frame; a selection that took away
+            # the time axis of a sequence is not one
+            took_time = any((axis_evidence(str(d), ds[d].attrs if d in ds.coords else {}) or ("",))[0] == "T" for d in self._index)
+            self.static = da.ndim == 2 and not took_time
+            if self.static:
+                da = da.expand_dims(STATIC_DIM)
             tdim, ydim, xdim = self._find_dims(da)
             self.dims = (tdim, ydim, xdim)
             self.shape = tuple(int(da.sizes[d]) for d in self.dims)
@@ -213,9 +222,12 @@ class CFArchive:
         """(time-or-frames dim, y dim, x dim) of the selected variable; drops extra dims of size 1."""
         if da.ndim < 3:
             raise UserError(f"{self.path}:{self.var} has dimensions ({', '.join(map(str, da.dims))}) after selection; "
-                            "frames need three: time (or frames), y and x")
+                            "frames need three: time (or frames), y and x; a static field two: y and x")
         evidence = {}
         for dim in map(str, da.dims):
+            if dim == STATIC_DIM:
+                evidence[dim] = ("T", 0)
+                continue
             found = [axis_evidence(str(n), c.attrs) for n, c in da.coords.items() if c.dims == (dim,)]
             found = [e for e in found + [axis_evidence(dim, {})] if e is not None]
             evidence[dim] = min(found, key=lambda e: e[1]) if found else None
@@ -309,10 +321,12 @@ class CFArchive:
         if raw:
             if self._raw is None:
                 self._raw = _open(self.path, raw=True)
-            return self._raw[self.var].isel(self._index)
-        if self._ds is None:
-            self._ds = _open(self.path)
-        return self._ds[self.var].isel(self._index)
+            da = self._raw[self.var].isel(self._index)
+        else:
+            if self._ds is None:
+                self._ds = _open(self.path)
+            da = self._ds[self.var].isel(self._index)
+        return da.expand_dims(STATIC_DIM) if self.static else da
 
     def _crop(self, start: int, stop: int, rows: slice | None, cols: slice | None) -> dict:
         if not 0 <= start <= stop <= len(self):

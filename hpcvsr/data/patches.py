@@ -12,16 +12,21 @@ import numpy as np
 import torch
 
 from .. import metrics as mt
+from ..models.conditioning import Where, run
 from . import blocks as bl
 from . import degrade as dg
 from . import windows as win
 
 
 @torch.no_grad()
-def frames_through(model, frames: torch.Tensor, batch: int = 8) -> torch.Tensor:
-    """Run a 2D model over (T, h, w) LR frames -> (T, H, W)."""
+def frames_through(model, frames: torch.Tensor, batch: int = 8, times: torch.Tensor | None = None) -> torch.Tensor:
+    """Run a 2D model over (T, h, w) whole LR frames (time features ``times`` (T, 4)) -> (T, H, W)."""
     model.eval()
-    out = [model(frames[i : i + batch].unsqueeze(1)).squeeze(1) for i in range(0, len(frames), batch)]
+    out = []
+    for i in range(0, len(frames), batch):
+        x = frames[i : i + batch].unsqueeze(1)
+        where = Where.at(len(x), times=None if times is None else times[i : i + batch, None], device=x.device)
+        out.append(run(model, x, where).squeeze(1))
     model.train()
     return torch.cat(out)
 
@@ -32,14 +37,16 @@ def prepare_inputs(blocks: list, scale: int, model2d=None) -> None:
     for b in blocks:
         b.bicubic = dg.upscale(b.lr, scale)
         if model2d is not None:
-            b.sr2d = frames_through(model2d, b.lr)
+            b.sr2d = frames_through(model2d, b.lr, times=b.times)
 
 
-def window_frames(b: bl.Block, centres, *, source: str = "lr", window: int = 1, crop: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs (k, window, ...) read from buffer ``source`` and targets (k, H - 2 crop, W - 2 crop)."""
-    idx = b.window_index(centres, window)
+def window_frames(b: bl.Block, centres, *, source: str = "lr", window: int = 1, crop: int = 0) -> tuple[torch.Tensor, torch.Tensor, Where]:
+    """Inputs (k, window, ...) read from buffer ``source``, targets (k, H - 2 crop, W - 2 crop) and
+    where the whole frames lie (their time features when the block has them)."""
+    idx = torch.from_numpy(b.window_index(centres, window)).to(b.hr.device)
     hr = mt.shave(b.target(np.asarray(centres) - b.read[0]), crop)
-    return b.buffer(source)[torch.from_numpy(idx).to(b.hr.device)], hr
+    times = None if b.times is None else b.times[idx.reshape(len(idx), -1)]
+    return b.buffer(source)[idx], hr, Where.at(len(idx), times=times, device=b.hr.device)
 
 
 class PatchTask:
@@ -69,8 +76,9 @@ class PatchTask:
         flip = o[:, 3] if self.flips else np.zeros(count, dtype=np.int64)
         return np.stack([which, first + o[:, 0], o[:, 1], o[:, 2], flip], axis=1)
 
-    def batch(self, origins: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
+    def batch(self, origins: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, Where]:
+        """Inputs, targets and where the patches lie (grid offsets, time features)."""
+        xs, ys, ts = [], [], []
         p, s, c = self.patch, self.scale, self.crop
         for bi, t, y, x, flip in origins.tolist():
             b = self.train[bi]
@@ -86,7 +94,12 @@ class PatchTask:
                 xi, yi = xi.flip(dims), yi.flip(dims)
             xs.append(xi)
             ys.append(yi)
-        return torch.stack(xs), torch.stack(ys)
+            if b.times is not None:
+                ts.append(b.times[torch.as_tensor(idx, device=b.times.device)])
+        dev = xs[0].device
+        where = Where(torch.as_tensor(origins[:, 2], device=dev), torch.as_tensor(origins[:, 3], device=dev),
+                      torch.stack(ts) if ts else None)
+        return torch.stack(xs), torch.stack(ys), where
 
     def evaluate(self, model, split: str) -> mt.MetricSums:
         acc = mt.MetricSums(data_range=1.0)
@@ -96,6 +109,6 @@ class PatchTask:
             if split == "train":
                 centres = centres[: self.train_eval_frames]
             for i in range(0, len(centres), self.eval_batch):
-                x, y = window_frames(b, centres[i : i + self.eval_batch], source=self.source, window=self.window, crop=self.crop)
-                acc.update(model(x).squeeze(1), y)
+                x, y, where = window_frames(b, centres[i : i + self.eval_batch], source=self.source, window=self.window, crop=self.crop)
+                acc.update(run(model, x, where).squeeze(1), y)
         return acc

@@ -53,13 +53,107 @@ def frame_crop(where: str, height: int, width: int, scale: int, mode: str) -> tu
 
 
 def check_inputs(cfg) -> None:
-    """Open the configured archives' headers (variables, selection, sizes): errors before anything is created."""
+    """Open the configured archives' headers (variables, selection, sizes, time coordinate, static
+    covariates and their grid): errors before anything is created."""
     d = cfg.data
     if d.source == "archive":
         if not d.path:
             raise UserError("data.path must name the input when data.source is 'archive'")
         for path in filter(None, (d.path, d.test_path)):
-            file_segment(cfg, path, d.var)
+            seg = file_segment(cfg, path, d.var)
+            if cfg.condition.time_features:
+                check_time(seg)
+            if d.static.vars:
+                static_fields(cfg, seg, load=False)
+
+
+def check_time(seg: bl.Segment) -> None:
+    """Time features need a CF time coordinate on the segment's variable."""
+    arc = seg.open()
+    try:
+        if not getattr(arc, "cf_time", False):
+            raise UserError(f"{seg.path}:{seg.var} has no CF time coordinate (a time variable with units 'hours since ...'), "
+                            "which condition.time_features needs")
+    finally:
+        arc.close()
+
+
+def axis_values(grid: dict, dim: str):
+    """Values of the 1D coordinate along ``dim`` in a :meth:`CFArchive.grid` description, or None."""
+    for c in grid["coords"].values():
+        if c["dims"] == [dim]:
+            return np.asarray(c["values"], np.float64)
+    return None
+
+
+def same_grid(where: str, grid: dict, ref: dict, rtol: float = 0.01) -> None:
+    """Refuse ``grid`` unless its 1D y and x coordinates equal ``ref``'s within ``rtol`` of a cell
+    (axes that either lacks are not compared; their shapes are checked by the caller)."""
+    for axis in ("ydim", "xdim"):
+        a, b = axis_values(grid, grid[axis]), axis_values(ref, ref[axis])
+        if a is None or b is None:
+            continue
+        if a.shape != b.shape:
+            raise UserError(f"{where}: {a.size} cells along {grid[axis]}, the data's grid has {b.size}")
+        step = float(np.abs(np.diff(b)).min()) if b.size > 1 else 1.0
+        worst = float(np.abs(a - b).max()) if a.size else 0.0
+        if worst > rtol * step:
+            raise UserError(f"{where}: coordinate '{grid[axis]}' differs from the data's grid by up to {worst:.4g} "
+                            f"(more than {rtol:.0%} of a cell, {step:.4g}); it is not on the same grid")
+
+
+def static_fields(cfg, seg: bl.Segment, load: bool = True) -> torch.Tensor | None:
+    """The configured static covariates on ``seg``'s high-resolution grid, cropped like the data:
+    (S, H, W) float32, each normalised to zero mean and unit variance (missing cells 0)."""
+    st = cfg.data.static
+    data = seg.open()
+    try:
+        shape, ref = data.shape[1:], (data.grid(*_slices(seg)) if hasattr(data, "grid") else None)
+    finally:
+        data.close()
+    fields = []
+    for var in st.vars:
+        where = f"data.static {st.path}:{var}"
+        arc = sequences.open_archive(st.path, var)
+        try:
+            if len(arc) != 1:
+                raise UserError(f"{where} has {len(arc)} frames; a static covariate has one (dimensions y, x)")
+            if tuple(arc.shape[1:]) != tuple(shape):
+                raise UserError(f"{where} is {arc.shape[1]}x{arc.shape[2]}, the data ({seg.path}:{seg.var}) is {shape[0]}x{shape[1]}: "
+                                "static covariates must lie on the data's high-resolution grid")
+            if ref is not None and hasattr(arc, "grid"):
+                same_grid(where, arc.grid(*_slices(seg)), ref)
+            if load:
+                fields.append(arc.read(0, 1, *_slices(seg))[0])
+        finally:
+            arc.close()
+    if not load:
+        return None
+    out = []
+    for var, x in zip(st.vars, fields):
+        valid = np.isfinite(x)
+        if not valid.any():
+            raise UserError(f"data.static {st.path}:{var} has no valid values")
+        mean, std = float(x[valid].mean()), float(x[valid].std())
+        out.append(np.where(valid, (x - mean) / (std if std > 0 else 1.0), 0.0))
+    return torch.from_numpy(np.stack(out).astype(np.float32))
+
+
+def grid_axes(seg: bl.Segment) -> dict:
+    """{"y": values, "x": values} of ``seg``'s 1D grid coordinates after its crop (lists; {} when it has none)."""
+    arc = seg.open()
+    try:
+        grid = arc.grid(*_slices(seg)) if hasattr(arc, "grid") else None
+    finally:
+        arc.close()
+    if grid is None:
+        return {}
+    axes = {k: axis_values(grid, grid[d]) for k, d in (("y", "ydim"), ("x", "xdim"))}
+    return {k: v.tolist() for k, v in axes.items() if v is not None}
+
+
+def _slices(seg: bl.Segment) -> tuple:
+    return (slice(*seg.rows) if seg.rows else None, slice(*seg.cols) if seg.cols else None)
 
 
 def crop_text(seg: bl.Segment) -> str:
@@ -145,4 +239,4 @@ def normaliser(cfg, env, train: list, reads: list | None = None) -> bl.Normalise
 def load_blocks(segs: list, cfg, env, norm: bl.Normaliser, halo: int, reads: list | None = None) -> list:
     g = cfg.degrade
     return [bl.read_block(s, env.world, env.rank, halo, norm, g.scale, g.method, sigma=g.blur_sigma, pad=cfg.windows.pad,
-                          device=env.device, reads=reads) for s in segs]
+                          device=env.device, reads=reads, times=cfg.condition.time_features) for s in segs]

@@ -1,16 +1,19 @@
 """Every data source, built one way: ``python -m hpcvsr.data`` and training both ask this module.
 
 Each builder returns a :class:`Built` (variables, attributes, units) that
-:func:`hpcvsr.data.sequences.write_sequence` writes in hpcvsr's HDF5 layout.
+:func:`hpcvsr.data.sequences.write_sequence` writes in hpcvsr's HDF5 layout. A shallow-water
+sequence can also be written as a CF-1.8 NetCDF-4 file (``.nc``, :func:`write_netcdf`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import UserError
+from ..io.atomic import atomic_path
 from . import images as images_mod
 from . import phantom, sequences, swe
 from . import video as video_mod
@@ -23,9 +26,30 @@ class Built:
     variables: dict  # name -> (T, H, W) array
     attrs: dict
     units: dict  # name -> units
+    dataset: Callable | None = None  # dataset(history=...) -> CF xarray.Dataset, for sources that have one
 
-    def write(self, path: str, overwrite: bool = False) -> None:
-        sequences.write_sequence(path, self.variables, self.attrs, self.units, overwrite=overwrite)
+    def write(self, path: str, overwrite: bool = False, history: str | None = None) -> None:
+        """HDF5 layout, or CF NetCDF-4 for a ``.nc`` path when the source has a dataset."""
+        if is_netcdf_out(path) and self.dataset is not None:
+            write_netcdf(self.dataset(history=history), path, overwrite=overwrite)
+        else:
+            sequences.write_sequence(path, self.variables, self.attrs, self.units, overwrite=overwrite)
+
+
+def is_netcdf_out(path: str) -> bool:
+    """Whether an output path asks for NetCDF (``.nc``)."""
+    return str(path).lower().endswith(".nc")
+
+
+def write_netcdf(ds, path: str, overwrite: bool = False) -> None:
+    """Write an ``xarray.Dataset`` as NetCDF-4 atomically: no fill values, a chunk per frame for (time, ...) variables."""
+    encoding = {}
+    for name, var in ds.variables.items():
+        encoding[name] = {"_FillValue": None}
+        if var.ndim == 3 and var.dims[0] == "time":
+            encoding[name]["chunksizes"] = (1, *var.shape[1:])
+    with atomic_path(path, overwrite) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
 
 
 def generated_var(source: str, var: str) -> str:
@@ -37,12 +61,30 @@ def generated_var(source: str, var: str) -> str:
     return var
 
 
-def generate(source: str, frames: int, size, seed: int, progress: bool = False) -> Built:
-    """A generated sequence: shallow-water turbulence (h, u, v, vort) or moving phantoms."""
+def swe_params(size, seed: int, **swe_options) -> swe.SWEParams:
+    """Checked shallow-water parameters; a bad option value is a UserError (before any work)."""
+    try:
+        return swe.make_params(tuple(size), seed, **swe_options)
+    except ValueError as exc:
+        raise UserError(f"swe: {exc}") from None
+
+
+def generate(source: str, frames: int, size, seed: int, progress: bool = False, **swe_options) -> Built:
+    """A generated sequence: shallow-water turbulence (h, u, v, vort) or moving phantoms.
+
+    ``swe_options`` are :class:`hpcvsr.data.swe.SWEParams` fields (topography, domain_seed, forcing,
+    forcing_period_frames, interval_hours, start_date ...); the phantoms take none.
+    """
     if source == "swe":
-        seq = swe.generate(frames, tuple(size), seed, progress=progress)
-        return Built({"h": seq.h, "u": seq.u, "v": seq.v, "vort": seq.vort}, swe.attributes(seq), swe.UNITS)
+        try:
+            seq = swe.run(swe_params(size, seed, **swe_options), frames, progress=progress)
+        except FloatingPointError as exc:  # the options asked for more than the solver can take
+            raise UserError(f"swe: {exc}") from None
+        return Built({"h": seq.h, "u": seq.u, "v": seq.v, "vort": seq.vort}, swe.attributes(seq), swe.UNITS,
+                     dataset=lambda history=None: swe.to_dataset(seq, history=history))
     if source == "phantom":
+        if swe_options:
+            raise UserError(f"{', '.join(sorted(swe_options))}: only shallow-water (swe) sequences take these options")
         data = phantom.generate(frames, tuple(size), seed)
         return Built({"phantom": data}, {"source": "phantom", "seed": seed, "dx": 1.0, "dt": 1.0}, {"phantom": "1"})
     raise UserError(f"unknown generated source '{source}' (choose from {', '.join(GENERATED)})")

@@ -1,15 +1,36 @@
 """Nonlinear rotating shallow-water equations on a doubly periodic Arakawa C-grid.
 
-Prognostic fields: height anomaly ``h`` at cell centres (total depth ``H + h``), ``u`` on west
-faces, ``v`` on south faces. The continuity equation is in flux form, so the domain sum of
-``h`` changes only by round-off; momentum uses the vector-invariant form with Sadourny's
-energy-conserving potential-vorticity flux, f-plane Coriolis and a biharmonic viscosity that
+Prognostic fields: free-surface height anomaly ``h`` at cell centres (total depth ``H + h - b``
+over a bottom of elevation ``b``, flat by default), ``u`` on west faces, ``v`` on south faces.
+The continuity equation is in flux form, so the domain sum of ``h`` changes only by round-off;
+momentum uses the vector-invariant form with Sadourny's energy-conserving potential-vorticity flux, f-plane Coriolis and a biharmonic viscosity that
 removes enstrophy at the grid scale. Time stepping is third-order strong-stability-preserving
 Runge-Kutta with a CFL-controlled step.
 
 The default regime is decaying rotating shallow-water turbulence: random, geostrophically
 balanced vortices (a streamfunction with a spectral peak at ``k0``) spun up for a few eddy
 turnovers, so the fields carry fronts, filaments and vortices down to the grid scale.
+
+Place-locked and daily structure, as in a regional climate archive (both off by default, and then
+the solver runs exactly as without them):
+
+* ``topography`` > 0: a random bottom :func:`bottom` fixed by ``domain_seed`` (not by the sequence
+  ``seed``), with detail down to near the grid scale. It enters the mass flux and the potential
+  vorticity through the total depth; the pressure gradient stays ``g grad h``.
+* ``forcing`` > 0: a periodic mass source ``pi * forcing * H / P * Q(x, y) * sin(phase)`` in the
+  height equation (``P`` the period in model seconds, ``Q`` of :func:`forcing_pattern`: zero
+  domain sum, so mass is conserved to round-off, and max |Q| = 1). ``forcing`` is the daily
+  peak-to-trough swing of ``h`` as a fraction of the mean depth ``H`` where |Q| = 1, if the added
+  water stayed in place: ``h`` swings by about ``-forcing * H / 2 * Q * cos(phase)``, a quarter
+  period behind the source. forcing = 0.2 gives +-0.2 m where |Q| = 1 (Q is about 0.3 rms) on
+  top of turbulence of about 0.1 m rms: measured at 64 x 64, about a third of h's variance is
+  the daily cycle.
+
+Time: frames are ``output_every`` turnovers of model time apart, and each such output interval
+is *labelled* as ``interval_hours`` hours of calendar time from ``start_date`` (NetCDF output, and
+the forcing phase: ``phase(k) = 2 pi (start_hour + k interval_hours) / (forcing_period_frames
+interval_hours)`` at frame k). The model's physical clock and the calendar label are different
+time scales on purpose: one output interval of model time is labelled as ``interval_hours``.
 
 Index convention (numpy ``roll``): ``h[j, i]`` is the cell with centre (i + 1/2, j + 1/2) dx;
 ``u[j, i]`` sits at (i, j + 1/2) dx; ``v[j, i]`` at (i + 1/2, j) dx; vorticity at corners (i, j).
@@ -18,12 +39,28 @@ Index convention (numpy ``roll``): ``h[j, i]`` is the cell with centre (i + 1/2,
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 VISC = 0.01  # grid-scale damping rate ~ VISC * 97 * u0 / dx
+
+
+def parse_date(text: str) -> datetime.datetime:
+    """A calendar date "YYYY-MM-DD HH:MM:SS" ("YYYY-MM-DD" or ISO 8601 without a time zone also do).
+
+    >>> parse_date("2000-01-01 06:30:00").hour
+    6
+    """
+    try:
+        date = datetime.datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise ValueError(f"start date must look like 'YYYY-MM-DD HH:MM:SS', got '{text}'") from None
+    if date.tzinfo is not None:
+        raise ValueError(f"start date must have no time zone (UTC is implied), got '{text}'")
+    return date
 
 
 @dataclass(frozen=True)
@@ -42,6 +79,55 @@ class SWEParams:
     output_every: float = 0.03  # eddy turnovers between frames
     unbalanced: float = 0.5  # amplitude of unbalanced height bumps, fraction of depth
     seed: int = 0
+    topography: float = 0.0  # max |bottom elevation|, fraction of depth (0: flat bottom; <= ~0.6 keeps water everywhere)
+    domain_seed: int = 0  # seed of the bottom and the forcing pattern (the place), not of the flow
+    forcing: float = 0.0  # periodic mass source (see the module doc); 0: none
+    forcing_period_frames: float = 24.0  # period of the forcing in output frames (a day of hourly frames)
+    interval_hours: float = 1.0  # calendar label of one output interval
+    start_date: str = "2000-01-01 00:00:00"  # calendar label of the first frame
+
+    def __post_init__(self):
+        problems = []
+        if not 0.0 <= self.topography < 1.0:
+            problems.append(f"topography must be in [0, 1) (a fraction of the depth), got {self.topography}")
+        if self.forcing < 0:
+            problems.append(f"forcing must be >= 0, got {self.forcing}")
+        if not self.forcing_period_frames > 0:
+            problems.append(f"forcing period must be positive (frames), got {self.forcing_period_frames}")
+        if not self.interval_hours > 0:
+            problems.append(f"interval_hours must be positive, got {self.interval_hours}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        parse_date(self.start_date)
+
+    @property
+    def start(self) -> datetime.datetime:
+        return parse_date(self.start_date)
+
+    @property
+    def start_hour(self) -> float:
+        """Hour of day of the first frame."""
+        s = self.start
+        return s.hour + s.minute / 60 + (s.second + s.microsecond / 1e6) / 3600
+
+    @property
+    def time_units(self) -> str:
+        """CF units of the calendar time coordinate."""
+        return f"hours since {self.start.isoformat(sep=' ')}"
+
+    @property
+    def output_interval(self) -> float:
+        """Model seconds between frames."""
+        return self.output_every * self.turnover
+
+    @property
+    def forcing_period(self) -> float:
+        """Period of the forcing in model seconds."""
+        return self.forcing_period_frames * self.output_interval
+
+    def forcing_phase(self, t: float) -> float:
+        """Phase of the forcing at model time ``t`` (s; 0 at the first frame, negative during spin-up)."""
+        return 2 * math.pi * (t / self.forcing_period + self.start_hour / (self.forcing_period_frames * self.interval_hours))
 
     @property
     def dx(self) -> float:
@@ -94,6 +180,46 @@ def vorticity(u: np.ndarray, v: np.ndarray, dx: float) -> np.ndarray:
     return _dxm(v, dx) - _dym(u, dx)
 
 
+def _wavenumber(ny: int, nx: int) -> np.ndarray:
+    """|k| in cycles per domain length x of every FFT mode of an (ny, nx) grid (dy = dx)."""
+    kx = np.fft.fftfreq(nx, 1.0 / nx)
+    ky = np.fft.fftfreq(ny, 1.0 / ny) * (nx / ny)
+    return np.sqrt(kx[None, :] ** 2 + ky[:, None] ** 2)
+
+
+def _spectral_field(ny: int, nx: int, rng: np.random.Generator, slope: float) -> np.ndarray:
+    """Random field with amplitude spectrum ``k^-slope`` (no k = 0), zero mean, max |field| = 1."""
+    k = _wavenumber(ny, nx)
+    amp = np.where(k > 0, np.maximum(k, 1.0) ** -slope, 0.0)
+    field = np.real(np.fft.ifft2(amp * np.exp(2j * np.pi * rng.random((ny, nx)))))
+    field -= field.mean()
+    return field / np.abs(field).max()
+
+
+def bottom(p: SWEParams) -> np.ndarray:
+    """Bottom elevation b (m) at cell centres, (ny, nx) float64: zero mean, max |b| = topography * depth.
+
+    Amplitude spectrum k^-1.5 from k = 1 to the grid scale, random phases from ``domain_seed``:
+    the same place for every sequence seed and run length. Zeros when ``topography`` is 0.
+    """
+    if p.topography == 0:
+        return np.zeros((p.ny, p.nx))
+    return p.topography * p.depth * _spectral_field(p.ny, p.nx, np.random.default_rng(p.domain_seed), slope=1.5)
+
+
+def forcing_pattern(p: SWEParams) -> np.ndarray:
+    """Q(x, y) of the periodic mass source: zero mean, max |Q| = 1, fixed by the place.
+
+    The bottom itself when there is one (Q = (b - mean b) / max |b|: "heating over mountains"),
+    else a smooth random pattern (amplitude spectrum k^-3) from ``domain_seed``.
+    """
+    if p.topography > 0:
+        b = bottom(p)
+        b = b - b.mean()
+        return b / np.abs(b).max()
+    return _spectral_field(p.ny, p.nx, np.random.default_rng(p.domain_seed), slope=3.0)
+
+
 def _laplacian_u(a, dx):
     return (np.roll(a, 1, 0) + np.roll(a, -1, 0) + np.roll(a, 1, 1) + np.roll(a, -1, 1) - 4 * a) / dx**2
 
@@ -105,6 +231,10 @@ class ShallowWater:
         self.p = p
         self.dx = p.dx
         self.nu4 = p.nu4 or self.viscosity(p)
+        self.b = bottom(p) if p.topography > 0 else None  # None: flat bottom
+        self.source = math.pi * p.forcing * p.depth / p.forcing_period * forcing_pattern(p) if p.forcing > 0 else None
+        # fastest gravity waves: over the deepest water
+        self.wave_speed = p.wave_speed if self.b is None else math.sqrt(p.g * (p.depth - self.b.min()))
 
     @staticmethod
     def viscosity(p: SWEParams) -> float:
@@ -112,17 +242,24 @@ class ShallowWater:
         return VISC * p.u0 * p.dx**3
 
     def dt(self, u, v) -> float:
-        speed = self.p.wave_speed + max(np.abs(u).max(), np.abs(v).max())
+        speed = self.wave_speed + max(np.abs(u).max(), np.abs(v).max())
         return self.p.cfl * self.dx / speed
 
-    def rhs(self, h, u, v):
+    def total_depth(self, h):
+        """H + h - b at cell centres."""
+        return self.p.depth + h if self.b is None else self.p.depth + h - self.b
+
+    def rhs(self, h, u, v, t: float = 0.0):
+        """Tendencies (dh, du, dv) at model time ``t`` (s; only the forcing depends on it)."""
         p, dx = self.p, self.dx
-        depth = p.depth + h
+        depth = self.total_depth(h)
         U = _axm(depth) * u  # mass flux at u points
         V = _aym(depth) * v
         dh = -(_dxp(U, dx) + _dyp(V, dx))
         if self.nu4 > 0:  # a flux-form difference: sums to zero, so mass is still conserved
             dh -= self.nu4 * _laplacian_u(_laplacian_u(h, dx), dx)
+        if self.source is not None:  # zero domain sum: mass is conserved
+            dh += self.source * math.sin(p.forcing_phase(t))
         zeta = vorticity(u, v, dx)  # corners
         hq = _axm(_aym(depth))  # depth at corners
         q = (p.f0 + zeta) / hq
@@ -136,22 +273,22 @@ class ShallowWater:
             dv -= self.nu4 * _laplacian_u(_laplacian_u(v, dx), dx)
         return dh, du, dv
 
-    def step(self, state, dt):
-        """One SSP-RK3 step."""
+    def step(self, state, dt, t: float = 0.0):
+        """One SSP-RK3 step from model time ``t``."""
         h, u, v = state
-        k = self.rhs(h, u, v)
+        k = self.rhs(h, u, v, t)
         s1 = [a + dt * b for a, b in zip(state, k)]
-        k = self.rhs(*s1)
+        k = self.rhs(*s1, t + dt)
         s2 = [0.75 * a + 0.25 * (b + dt * c) for a, b, c in zip(state, s1, k)]
-        k = self.rhs(*s2)
+        k = self.rhs(*s2, t + 0.5 * dt)
         return tuple((1 / 3) * a + (2 / 3) * (b + dt * c) for a, b, c in zip(state, s2, k))
 
-    def advance(self, state, duration: float):
-        """Integrate for ``duration`` seconds with CFL-limited steps; returns (state, steps)."""
+    def advance(self, state, duration: float, t0: float = 0.0):
+        """Integrate for ``duration`` seconds from model time ``t0`` with CFL-limited steps; returns (state, steps)."""
         t, n = 0.0, 0
         while t < duration - 1e-9:
             dt = min(self.dt(state[1], state[2]), duration - t)
-            state = self.step(state, dt)
+            state = self.step(state, dt, t0 + t)
             t += dt
             n += 1
         return state, n
@@ -160,9 +297,7 @@ class ShallowWater:
 def balanced_vortices(p: SWEParams, rng: np.random.Generator):
     """Random geostrophically balanced initial state (h, u, v) from a spectral streamfunction."""
     ny, nx, dx = p.ny, p.nx, p.dx
-    kx = np.fft.fftfreq(nx, 1.0 / nx)
-    ky = np.fft.fftfreq(ny, 1.0 / ny) * (nx / ny)
-    k = np.sqrt(kx[None, :] ** 2 + ky[:, None] ** 2)
+    k = _wavenumber(ny, nx)
     amp = np.where(k > 0, np.exp(-((k - p.k0) ** 2) / (2 * (p.k0 / 3) ** 2)) / np.maximum(k, 1.0), 0.0)
     phase = np.exp(2j * np.pi * rng.random((ny, nx)))
     psi = np.real(np.fft.ifft2(amp * phase))
@@ -190,23 +325,41 @@ class SWESequence:
     params: SWEParams
     steps: int  # solver steps in total
     mass_drift: float  # relative change of total mass over the run
+    bottom: np.ndarray | None = None  # (ny, nx) float32 bottom elevation; None for a flat bottom
+
+    @property
+    def hours(self) -> np.ndarray:
+        """Calendar label of each frame: hours since ``params.start_date`` (float64)."""
+        return np.arange(len(self.times), dtype=np.float64) * self.params.interval_hours
+
+
+def make_params(size: tuple[int, int], seed: int, **overrides) -> SWEParams:
+    """Checked parameters for a grid of ``size`` (ny, nx); a ValueError says what is wrong."""
+    p = SWEParams(ny=int(size[0]), nx=int(size[1]), seed=seed, **overrides)
+    if p.nx < 8 or p.ny < 8:
+        raise ValueError("grid must be at least 8x8")
+    return p
 
 
 def generate(frames: int = 200, size: tuple[int, int] = (128, 128), seed: int = 0, progress: bool = False, **overrides) -> SWESequence:
     """Run the solver and return ``frames`` snapshots (every ``output_every`` turnovers).
 
-    Deterministic from ``seed``.
+    Deterministic from ``seed`` (the flow) and ``domain_seed`` (the bottom and forcing pattern).
     """
-    p = SWEParams(ny=int(size[0]), nx=int(size[1]), seed=seed, **overrides)
-    if p.nx < 8 or p.ny < 8:
-        raise ValueError("grid must be at least 8x8")
+    return run(make_params(size, seed, **overrides), frames, progress=progress)
+
+
+def run(p: SWEParams, frames: int, progress: bool = False) -> SWESequence:
+    """``frames`` snapshots of a run with parameters ``p``, after spin-up (which ends at model time 0)."""
     solver = ShallowWater(p)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(p.seed)
     state = balanced_vortices(p, rng)
     mass0 = float(np.sum(p.depth + state[0]))
-    state, steps = solver.advance(state, p.spinup_turnovers * p.turnover)
+    _check(solver, state[0], "in the initial state")
+    spinup = p.spinup_turnovers * p.turnover
+    state, steps = solver.advance(state, spinup, t0=-spinup)
     out = {k: np.empty((frames, p.ny, p.nx), np.float32) for k in ("h", "u", "v", "vort")}
-    interval = p.output_every * p.turnover
+    interval = p.output_interval
     bar = None
     if progress:
         from tqdm import tqdm
@@ -214,11 +367,10 @@ def generate(frames: int = 200, size: tuple[int, int] = (128, 128), seed: int = 
         bar = tqdm(total=frames, desc="swe", unit="frame")
     for t in range(frames):
         if t:
-            state, n = solver.advance(state, interval)
+            state, n = solver.advance(state, interval, t0=(t - 1) * interval)
             steps += n
         h, u, v = state
-        if not np.isfinite(h).all():
-            raise FloatingPointError(f"shallow-water solver diverged at frame {t} (seed {seed})")
+        _check(solver, h, f"at frame {t}")
         out["h"][t], out["u"][t], out["v"][t] = h, u, v
         out["vort"][t] = vorticity(u, v, p.dx)
         if bar:
@@ -226,7 +378,17 @@ def generate(frames: int = 200, size: tuple[int, int] = (128, 128), seed: int = 
     if bar:
         bar.close()
     mass1 = float(np.sum(p.depth + state[0]))
-    return SWESequence(times=np.arange(frames) * interval, params=p, steps=steps, mass_drift=abs(mass1 - mass0) / mass0, **out)
+    bed = None if solver.b is None else solver.b.astype(np.float32)
+    return SWESequence(times=np.arange(frames) * interval, params=p, steps=steps, mass_drift=abs(mass1 - mass0) / mass0, bottom=bed, **out)
+
+
+def _check(solver: ShallowWater, h: np.ndarray, when: str) -> None:
+    """Stop a run whose height went non-finite or whose water column ran dry (``when``: "at frame 3")."""
+    seed = solver.p.seed
+    if not np.isfinite(h).all():
+        raise FloatingPointError(f"shallow-water solver diverged {when} (seed {seed})")
+    if solver.total_depth(h).min() <= 0:
+        raise FloatingPointError(f"shallow-water total depth reached zero {when} (seed {seed}): lower the topography or the forcing")
 
 
 def attributes(seq: SWESequence) -> dict:
@@ -242,3 +404,59 @@ def attributes(seq: SWESequence) -> dict:
 
 
 UNITS = {"h": "m", "u": "m s-1", "v": "m s-1", "vort": "s-1"}
+LONG_NAMES = {"h": "free-surface height anomaly", "u": "x velocity (averaged from the west and east cell faces)",
+              "v": "y velocity (averaged from the south and north cell faces)", "vort": "relative vorticity (averaged from the cell corners)"}
+SOURCE = "hpcvsr.data.swe: nonlinear rotating shallow-water equations, Arakawa C-grid, doubly periodic, SSP-RK3"
+DOMAIN_PARAMS = ("nx", "ny", "length", "depth", "topography", "domain_seed")
+
+
+def _centre(a: np.ndarray, axis: int) -> np.ndarray:
+    """Average of neighbours i and i + 1 along ``axis`` (faces or corners -> cell centres), periodic."""
+    return 0.5 * (a + np.roll(a, -1, axis=axis))
+
+
+def grid_coords(p: SWEParams) -> dict:
+    """CF projection coordinates y, x (m) of the cell centres, as xarray (dims, values, attrs) tuples."""
+    def axis(name: str, n: int) -> tuple:
+        return (name, (np.arange(n) + 0.5) * p.dx, {"standard_name": f"projection_{name}_coordinate", "long_name": f"{name} of the cell centre",
+                                                   "units": "m", "axis": name.upper()})
+    return {"y": axis("y", p.ny), "x": axis("x", p.nx)}
+
+
+def _global_attrs(title: str, history: str | None, params: dict) -> dict:
+    from ..io.ncout import history_line, netcdf_attr
+
+    attrs = {"Conventions": "CF-1.8", "title": title, "source": SOURCE, "history": history_line(history or "hpcvsr.data.swe")}
+    attrs.update({k: netcdf_attr(v) for k, v in params.items()})
+    return attrs
+
+
+def to_dataset(seq: SWESequence, history: str | None = None):
+    """The sequence as a CF-1.8 ``xarray.Dataset``: h, u, v, vort on (time, y, x) at cell centres.
+
+    ``time`` is the calendar label (hours since ``start_date``, one output interval labelled as
+    ``interval_hours``); the run's parameters are global attributes; ``history`` is the command.
+    """
+    import xarray as xr
+
+    p = seq.params
+    fields = {"h": seq.h, "u": _centre(seq.u, axis=2), "v": _centre(seq.v, axis=1), "vort": _centre(_centre(seq.vort, axis=2), axis=1)}
+    data = {k: (("time", "y", "x"), np.asarray(a, np.float32), {"units": UNITS[k], "long_name": LONG_NAMES[k]}) for k, a in fields.items()}
+    time = ("time", seq.hours, {"units": p.time_units, "calendar": "standard", "standard_name": "time", "long_name": "time", "axis": "T"})
+    run = {k: v for k, v in attributes(seq).items() if k not in ("source", "description")}
+    run["comment"] = (f"model time is labelled: one output interval ({run['dt']:g} s of model time) is labelled as "
+                      f"{p.interval_hours:g} h; u, v and vort are averaged to cell centres from the C-grid")
+    title = "Rotating shallow-water turbulence" + (" over topography" if p.topography > 0 else "") + (" with a periodic forcing" if p.forcing > 0 else "")
+    return xr.Dataset(data, coords={"time": time, **grid_coords(p)}, attrs=_global_attrs(title, history, run))
+
+
+def static_dataset(p: SWEParams, history: str | None = None):
+    """The bottom height :func:`bottom` as a CF-1.8 ``xarray.Dataset``: ``orography`` (y, x), float32, m."""
+    import xarray as xr
+
+    attrs = {"units": "m", "standard_name": "surface_altitude", "long_name": "bottom height",
+             "comment": f"bottom elevation above its mean; the water is {p.depth:g} m deep on average, total depth = depth + h - orography"}
+    params = {f"param_{k}": getattr(p, k) for k in DOMAIN_PARAMS}
+    params.update(dx=p.dx, dy=p.dx)
+    data = {"orography": (("y", "x"), bottom(p).astype(np.float32), attrs)}
+    return xr.Dataset(data, coords=grid_coords(p), attrs=_global_attrs("Bottom height of the shallow-water domain", history, params))

@@ -7,6 +7,7 @@ low-resolution ('lr').
 """
 
 from .composite import Joint2D3D, Reverse3D2D
+from .conditioning import Conditioned
 from .fsrcnn import FSRCNN, ClimateFSRCNN
 from .srcnn import SRCNN
 from .vsr3d import VSR3D, SRNet3D
@@ -19,6 +20,7 @@ MODELS = {
     "srnet3d": SRNet3D,
     "joint2d3d": Joint2D3D,  # compositions: built from their parts (net2d, net3d), not from a scale
     "reverse3d2d": Reverse3D2D,
+    "conditioned": Conditioned,  # a network plus place/time conditioning: built from its part (net) and kwargs
 }
 
 MODELS_2D = ("srcnn", "fsrcnn", "climate_fsrcnn")
@@ -48,7 +50,7 @@ def entry(name: str, scale: int, kwargs: dict, parts: dict | None = None) -> dic
 def from_entry(e: dict):
     """Rebuild a model (and load its weights if the entry has them) from :func:`entry`."""
     if "parts" in e:
-        model = MODELS[e["name"]](**{k: from_entry(v) for k, v in e["parts"].items()})
+        model = MODELS[e["name"]](**{k: from_entry(v) for k, v in e["parts"].items()}, **e["kwargs"])
     else:
         model = build(e["name"], e["scale"], **e["kwargs"])
     if "state_dict" in e:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .conditioning import Where, run, takes_where
+
 
 class Joint2D3D(nn.Module):
     """LR windows (N, T, h, w) -> 2D network on every frame -> 3D network -> centre frame.
@@ -16,11 +18,12 @@ class Joint2D3D(nn.Module):
         super().__init__()
         self.net2d, self.net3d = net2d, net3d
         self.crop = getattr(net3d, "crop", 0)
+        self.takes_where = takes_where(net2d) or takes_where(net3d)
 
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor, where: Where | None = None) -> torch.Tensor:
         n, t, h, w = lr.shape
-        frames = self.net2d(lr.reshape(n * t, 1, h, w))
-        return self.net3d(frames.reshape(n, t, *frames.shape[-2:]))
+        frames = run(self.net2d, lr.reshape(n * t, 1, h, w), None if where is None else where.frames(t))
+        return run(self.net3d, frames.reshape(n, t, *frames.shape[-2:]), where)
 
 
 class Reverse3D2D(nn.Module):
@@ -31,6 +34,7 @@ class Reverse3D2D(nn.Module):
         super().__init__()
         self.net3d, self.net2d = net3d, net2d
         self.crop = 0
+        self.takes_where = takes_where(net2d)  # the 3D part works on the coarse grid: no place maps there
 
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.net2d(self.net3d(lr))
+    def forward(self, lr: torch.Tensor, where: Where | None = None) -> torch.Tensor:
+        return run(self.net2d, self.net3d(lr), where)
