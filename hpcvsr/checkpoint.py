@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import pickle
 import random
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 
 from .errors import UserError, cli
-from .io.atomic import atomic_path
+from .io.atomic import write_bytes
 from .kinds import KINDS
 
 VERSION = 2
@@ -75,8 +76,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def _save(path: str, kind: str, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(dict(state, format=kind, version=VERSION), tmp)
+    """Serialise in memory, then one checked, flushed, atomic write (a full disk is one clear error,
+    and the previous file under ``path`` stays until the new one is complete)."""
+    buf = io.BytesIO()
+    torch.save(dict(state, format=kind, version=VERSION), buf)
+    write_bytes(path, buf.getvalue())
 
 
 def _load(path: str, kinds: tuple[str, ...]) -> dict:

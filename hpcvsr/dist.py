@@ -106,6 +106,14 @@ class DistEnv:
     def distributed(self) -> bool:
         return self.world > 1
 
+    def broadcast_object(self, obj):
+        """Rank 0's ``obj`` (any picklable value) on every rank."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        tdist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         """Sum over ranks (in place, returned). Sums, never means: divide afterwards."""
         if self.distributed:

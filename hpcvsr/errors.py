@@ -24,10 +24,17 @@ def cli(main):
         try:
             return main(argv)
         except UserError as exc:
+            _close_progress_bars()  # the error starts its own line
             print(f"hpcvsr: error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def _close_progress_bars() -> None:
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 def check_finite(array, what: str) -> None:

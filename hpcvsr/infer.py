@@ -14,6 +14,7 @@ are stored in its ``metrics`` group and printed. A rerun after a crash skips fin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -32,8 +33,8 @@ from .data.blocks import fill_missing
 from .data.sequences import NETCDF_EXTENSIONS, open_archive
 from .engine import Predictor
 from .errors import UserError, cli
-from .io import h5out
-from .io.atomic import check_writable, write_json
+from .io import h5out, lock
+from .io.atomic import check_space, check_writable, write_json
 from .io.ncout import write_cf
 
 
@@ -61,6 +62,11 @@ def main(argv=None) -> int:
 
 
 def run(args, cfg, env) -> int:
+    with contextlib.ExitStack() as held:
+        return _run(args, cfg, env, held)
+
+
+def _run(args, cfg, env, held: contextlib.ExitStack) -> int:
     ic = cfg.infer
     pred = Predictor(args.run_dir, env.device, batch=ic.batch, tile=ic.tile, tile_halo=ic.tile_halo, autocast=ic.autocast)
     var = args.var or pred.var
@@ -105,6 +111,7 @@ def run(args, cfg, env) -> int:
              "selection": json.dumps({"select": select, "isel": isel}), "missing_values": "NaN" if arc.missing_possible else "none"}
     if netcdf:
         check_writable(args.output, args.overwrite)
+    held.enter_context(lock.held_by_root(env, args.output + ".lock", args.output))  # one job per output, after every input check
     h5_path = args.output + ".h5" if netcdf else args.output
     acc = metrics.MetricSums(data_range=1.0, unit_scale=norm.span, spectrum_cutoff=1.0 / s, device=env.device)
     out = h5out.SROutput(h5_path, out_shape, chunk_list, attrs, env, compression=ic.compression, metrics=bool(args.degrade or ref),
@@ -217,6 +224,7 @@ def _publish_netcdf(args, arc, h5_path: str, *, var: str, pred, rows, cols, attr
         fill = meta.get("fill_value") if meta.get("missing_possible") else None
         frame_metrics = {f"metric_frame_{n}": f[f"metrics/frame_{n}"][:] for n in ("psnr", "ssim") if f"metrics/frame_{n}" in f}
         global_attrs = dict(attrs, **{f"metric_{k}": float(v) for k, v in (f["metrics"].attrs.items() if "metrics" in f else [])})
+        check_space(args.output, int(np.prod(f["sr"].shape)) * 4)  # netCDF4 reports a full disk only as "HDF error"
         write_cf(args.output, frames=lambda a, b: f["sr"][a:b], n_frames=T, meta=meta, grid=fine_grid(grid, pos_y, pos_x), var=var,
                  history=f"python -m hpcvsr.infer {shlex.join(sys.argv[1:])}", fill_value=fill, frame_metrics=frame_metrics,
                  global_attrs=global_attrs)

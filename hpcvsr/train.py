@@ -27,6 +27,7 @@ from .data import segments as sg
 from .data import windows as win
 from .data.patches import PatchTask, prepare_inputs, window_frames
 from .errors import UserError, cli
+from .io import lock
 from .io.atomic import write_json, write_text
 from .metrics import shave
 from .models import conditioning as cond
@@ -48,6 +49,9 @@ def setup_logging(run_dir: str, env: dist.DistEnv) -> None:
     log.propagate = False
 
 
+LOCK = "hpcvsr.lock"  # in the run directory while a job uses it (hpcvsr.io.lock)
+
+
 @cli
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m hpcvsr.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,8 +64,13 @@ def main(argv=None) -> int:
 
 def run_or_stop(cfg, env: dist.DistEnv, run_dir: str) -> int:
     """:func:`run`, or exit 0 after a stop signal wrote the checkpoints (the same command resumes)."""
+    sg.check_inputs(cfg)  # before the run directory is created
+    if env.is_root:
+        os.makedirs(run_dir, exist_ok=True)
+    env.barrier()
     try:
-        return run(cfg, env, run_dir)
+        with lock.held_by_root(env, os.path.join(run_dir, LOCK), f"run directory {run_dir}"):
+            return run(cfg, env, run_dir)
     except trainer.Preempted:
         log.info("stopped by signal; checkpoints are in %s: run the same command again to resume", run_dir)
         return 0
@@ -86,10 +95,6 @@ def conditioning_spec(cfg, train_segs: list, blocks: list) -> tuple[dict | None,
 
 def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     t0 = time.time()
-    sg.check_inputs(cfg)
-    if env.is_root:
-        os.makedirs(run_dir, exist_ok=True)
-    env.barrier()
     setup_logging(run_dir, env)
     stop = dist.StopFlag().install()
     cfg_path = os.path.join(run_dir, "config.yaml")

@@ -8,6 +8,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 
+# a training budget that only checks the plumbing (seconds on 2 cores)
+TINY = ["--set", "train2d.epochs=1", "--set", "train2d.patches_per_epoch=64", "--set", "train2d.patch=24", "--set", "train3d.epochs=1",
+        "--set", "train3d.patches_per_epoch=16", "--set", "train3d.patch=24", "--set", "train3d.batch_size=4", "--set", "threads=1"]
+
+
+def sets(**values) -> list:
+    """``--set`` options from keywords: ``data__var="t2m"`` -> ``--set data.var=t2m``."""
+    return sum((["--set", f"{k.replace('__', '.')}={v}"] for k, v in values.items()), [])
+
+
 def shared_path(*parts) -> str:
     """Path under ../shared/data, or skip the test with a reason when it is absent."""
     path = os.path.join(SHARED, *parts)

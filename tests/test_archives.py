@@ -16,14 +16,7 @@ from hpcvsr.data.cf import CFArchive
 from hpcvsr.data.sequences import open_archive
 
 from .cfdata import write_levels, write_masked, write_t2m
-from .conftest import ROOT, assert_user_error, run_cli, run_mpi
-
-TINY = ["--set", "train2d.epochs=1", "--set", "train2d.patches_per_epoch=64", "--set", "train2d.patch=24", "--set", "train3d.epochs=1",
-        "--set", "train3d.patches_per_epoch=16", "--set", "train3d.patch=24", "--set", "train3d.batch_size=4", "--set", "threads=1"]
-
-
-def _sets(**values) -> list:
-    return sum((["--set", f"{k.replace('__', '.')}={v}"] for k, v in values.items()), [])
+from .conftest import ROOT, TINY, assert_user_error, run_cli, run_mpi, sets
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +35,7 @@ def runs(arch, tmp_path_factory):
     out = {}
     for scale in (2, 3):
         d = tmp_path_factory.mktemp(f"run{scale}")
-        proc = run_cli("hpcvsr.train", "--run-dir", str(d), *_sets(data__source="archive", data__path=arch / "train.nc",
+        proc = run_cli("hpcvsr.train", "--run-dir", str(d), *sets(data__source="archive", data__path=arch / "train.nc",
                        data__test_path=arch / "test.nc", data__var="t2m", degrade__scale=scale), *TINY)
         assert proc.returncode == 0, proc.stderr[-3000:]
         out[scale] = d
@@ -65,7 +58,7 @@ def test_reader_dispatch_decodes_packed_values_like_xarray(arch):
 def test_quickstart_config_trains_on_an_odd_packed_grid_and_beats_bicubic(arch, tmp_path):
     """Only data.source/path/test_path/var set: no crop, patch or size overrides (slow: the whole default training)."""
     proc = run_cli("hpcvsr.train", "--config", "configs/quickstart.yaml", "--run-dir", str(tmp_path / "run"),
-                   *_sets(data__source="archive", data__path=arch / "train.nc", data__test_path=arch / "test.nc", data__var="t2m"), cwd=ROOT)
+                   *sets(data__source="archive", data__path=arch / "train.nc", data__test_path=arch / "test.nc", data__var="t2m"), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "frames cropped to rows (0, 32), columns (0, 48)" in proc.stdout
     assert "training with 32 px patches" in proc.stdout
@@ -121,7 +114,7 @@ def test_netcdf_output_two_ranks_equals_one_rank(arch, runs, tmp_path):
 
 def test_masked_archive_metrics_ignore_the_mask_and_output_keeps_it(arch, tmp_path):
     run = tmp_path / "run"
-    proc = run_cli("hpcvsr.train", "--run-dir", str(run), *_sets(data__source="archive", data__path=arch / "sst.nc", data__var="sst"), *TINY)
+    proc = run_cli("hpcvsr.train", "--run-dir", str(run), *sets(data__source="archive", data__path=arch / "sst.nc", data__var="sst"), *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     h5, nc = tmp_path / "sr.h5", tmp_path / "sr.nc"
     for out in (h5, nc):
@@ -168,7 +161,7 @@ def test_extra_dimension_needs_a_selection(arch, runs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with xr.open_dataset(tmp_path / "b.nc") as out:
         assert out["t"].shape == (12, 66, 98) and float(out["level"]) == 500
-    proc = run_cli("hpcvsr.train", "--run-dir", str(tmp_path / "run"), *_sets(data__source="archive", data__path=arch / "levels.nc",
+    proc = run_cli("hpcvsr.train", "--run-dir", str(tmp_path / "run"), *sets(data__source="archive", data__path=arch / "levels.nc",
                    data__var="t"))
     assert_user_error(proc, "'level'", "data.select")
     assert not (tmp_path / "run").exists()

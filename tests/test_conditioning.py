@@ -14,14 +14,7 @@ from hpcvsr.models import build, from_entry
 from hpcvsr.models.conditioning import Conditioned, Where, cut, run
 
 from .cfdata import write_orography, write_t2m
-from .conftest import assert_user_error, run_cli, run_mpi
-
-TINY = ["--set", "train2d.epochs=1", "--set", "train2d.patches_per_epoch=64", "--set", "train2d.patch=24", "--set", "train3d.epochs=1",
-        "--set", "train3d.patches_per_epoch=16", "--set", "train3d.patch=24", "--set", "train3d.batch_size=4", "--set", "threads=1"]
-
-
-def _sets(**values) -> list:
-    return sum((["--set", f"{k.replace('__', '.')}={v}"] for k, v in values.items()), [])
+from .conftest import TINY, assert_user_error, run_cli, run_mpi, sets
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +31,7 @@ def arch(tmp_path_factory):
 def _conditioned(arch, **extra) -> list:
     values = dict(data__source="archive", data__path=arch / "t2m.nc", data__var="t2m", data__static__path=arch / "z.nc",
                   data__static__vars="[z]", condition__location_channels=2, condition__time_features="true")
-    return _sets(**dict(values, **extra))
+    return sets(**dict(values, **extra))
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +95,7 @@ def test_conditioned_run_infers_tiled_like_untiled_and_refuses_another_grid(arch
 
 def test_learned_location_channels_alone_refuse_another_grid(arch, tmp_path):
     run_dir = tmp_path / "loc"
-    proc = run_cli("hpcvsr.train", "--run-dir", str(run_dir), *_sets(pipeline="2d", data__source="archive", data__path=arch / "t2m.nc",
+    proc = run_cli("hpcvsr.train", "--run-dir", str(run_dir), *sets(pipeline="2d", data__source="archive", data__path=arch / "t2m.nc",
                    data__var="t2m", condition__location_channels=2), *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run_cli("hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(arch / "other_grid.nc"), "--output", str(tmp_path / "o.nc"), "--degrade")
@@ -155,7 +148,7 @@ def test_orography_covariate_beats_the_plain_model_on_held_out_hours(arch, tmp_p
     psnr = {}
     for name, extra in (("plain", {}), ("covariate", {"data__static__path": arch / "z.nc", "data__static__vars": "[z]"})):
         run_dir = tmp_path / name
-        proc = run_cli("hpcvsr.train", "--run-dir", str(run_dir), *_sets(pipeline="2d", data__source="archive", data__path=arch / "t2m.nc",
+        proc = run_cli("hpcvsr.train", "--run-dir", str(run_dir), *sets(pipeline="2d", data__source="archive", data__path=arch / "t2m.nc",
                        data__var="t2m", train2d__epochs=4, train2d__patches_per_epoch=256, train2d__patch=24, threads=1, **extra))
         assert proc.returncode == 0, proc.stderr[-3000:]
         psnr[name] = json.load(open(run_dir / "metrics.json"))["metrics"]["test"]["2d"]["psnr"]

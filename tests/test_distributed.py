@@ -135,3 +135,28 @@ def test_a_failing_rank_fails_the_job_instead_of_hanging(tmp_path):
     assert proc.returncode != 0
     assert "NaN or inf" in proc.stderr
     assert time.time() - t0 < 120
+
+
+def test_one_rank_killed_mid_training_ends_the_job_then_the_rerun_resumes_identically(uninterrupted, tmp_path):
+    """SIGKILL to one rank only (a dead node): the job ends within 120 s with a non-zero exit, the
+    last checkpoint survives, and the same command finishes with the uninterrupted weights."""
+    run_dir = tmp_path / "killed"
+    proc = _train(run_dir, wait=False)
+    log0 = run_dir / "logs" / "rank0.log"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (log0.exists() and "2d epoch 2:" in log0.read_text()):
+        if proc.poll() is not None:
+            pytest.fail("run ended before it could be interrupted: " + proc.stdout.read()[-2000:])
+        time.sleep(0.05)
+    ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(ranks) == 2
+    t0 = time.time()
+    os.kill(int(ranks[-1]), signal.SIGKILL)
+    proc.communicate(timeout=300)
+    ended = time.time() - t0
+    assert proc.returncode != 0 and ended < 120, (proc.returncode, ended)
+    assert not (run_dir / "model.pt").exists()
+    again = _train(run_dir)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resumed from" in log0.read_text()
+    assert _hashes(run_dir) == _hashes(uninterrupted)

@@ -194,3 +194,26 @@ def test_benchmark_command_prints_and_saves_json(run_dir, tmp_path):
     assert set(res["ranks"]) == {"1 rank(s), none", "2 rank(s), none", "1 rank(s), bf16"}
     assert all(r["frames_per_s"] > 0 for r in res["ranks"].values()) and res["sequential_write_MB_per_s"] > 0
     assert "plain sequential h5py write" in proc.stdout
+
+
+def test_one_rank_killed_mid_inference_ends_the_job_and_the_rerun_completes_identically(run_dir, archive, one_rank, tmp_path):
+    """SIGKILL to one of two ranks: the job ends within 120 s, non-zero; the rerun keeps the finished chunks."""
+    out = tmp_path / "sr.h5"
+    args = ["-m", "hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(archive), "--var", "h", "--output", str(out), "--degrade",
+            "--set", "infer.block_frames=16", *ONE_THREAD]
+    proc = subprocess.Popen(mpirun_cmd(2, *args), env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if " done" in line and "chunk" in line:
+            break
+    ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    t0 = time.time()
+    os.kill(int(ranks[-1]), signal.SIGKILL)
+    proc.communicate(timeout=300)
+    ended = time.time() - t0
+    assert proc.returncode != 0 and ended < 120, (proc.returncode, ended)
+    assert not out.exists()
+    again = run_mpi(2, *args)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert sum(int(l.split(";")[1].split()[0]) for l in again.stdout.splitlines() if "already written" in l) >= 1
+    with h5py.File(out) as f, h5py.File(one_rank) as g:
+        assert np.array_equal(f["sr"][:], g["sr"][:])

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from ..errors import UserError, check_finite
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, check_space
 from .cf import plain, plain_attrs
 
 
@@ -48,6 +48,7 @@ def write_sequence(path: str, variables: dict, attrs: dict | None = None, units:
     (shape,) = shapes
     if shape[0] < min_frames:
         raise UserError(f"sequence has {shape[0]} frames; at least {min_frames} are needed")
+    check_space(path, sum(np.asarray(a).size for a in variables.values()) * 4)
     with atomic_path(path, overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
             for k, v in (attrs or {}).items():

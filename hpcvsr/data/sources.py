@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, check_space
 from . import images as images_mod
 from . import phantom, sequences, swe
 from . import video as video_mod
@@ -48,6 +48,7 @@ def write_netcdf(ds, path: str, overwrite: bool = False) -> None:
         encoding[name] = {"_FillValue": None}
         if var.ndim == 3 and var.dims[0] == "time":
             encoding[name]["chunksizes"] = (1, *var.shape[1:])
+    check_space(path, ds.nbytes)  # netCDF4 reports a full disk only as "HDF error": check first
     with atomic_path(path, overwrite) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
 

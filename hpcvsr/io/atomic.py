@@ -3,14 +3,19 @@
 A file appears under its final name only when it is complete: it is written under a temporary
 name in the same folder (``<path>.tmp<pid>``) and renamed with ``os.replace``. An existing
 result is never replaced unless the caller passes ``overwrite=True``, and a missing output
-folder is an error before any work is done.
+folder is an error before any work is done. A write that fails for want of space, quota or
+permission (ENOSPC, EDQUOT, EROFS, EACCES, EIO) removes its temporary file and ends as one
+UserError naming the path and the cause; what was finished before stays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import shutil
 
 from ..errors import UserError
 
@@ -38,11 +43,48 @@ def atomic_path(path: str, overwrite: bool = True):
     tmp = temporary_name(path)
     try:
         yield tmp
-    except BaseException:
+        os.replace(tmp, path)
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        code = storage_errno(exc)
+        if code is not None:
+            raise UserError(f"cannot write {path}: {os.strerror(code)} (errno {errno.errorcode[code]}); "
+                            "what was finished before is kept: free space and run the same command again") from None
         raise
-    os.replace(tmp, path)
+
+
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
+
+
+def storage_errno(exc: BaseException) -> int | None:
+    """The storage errno behind a failed write: an OSError's, or the ``errno = N`` HDF5 puts in the
+    message of the RuntimeError h5py raises; None for anything else."""
+    if isinstance(exc, OSError):
+        code = exc.errno
+    elif isinstance(exc, RuntimeError) and (m := re.search(r"errno = (\d+)", str(exc))):
+        code = int(m.group(1))
+    else:
+        return None
+    return code if code in STORAGE_ERRORS else None
+
+
+def check_space(path: str, nbytes: int) -> None:
+    """A UserError before writing ``nbytes`` into ``path``'s folder when the file system has less free."""
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    if free < nbytes:
+        raise UserError(f"cannot write {path}: it needs {nbytes / 1e6:.2f} MB and its file system has {free / 1e6:.2f} MB free; "
+                        "free space and run the same command again")
+
+
+def write_bytes(path: str, data: bytes, overwrite: bool = True) -> None:
+    """``data`` under ``path`` atomically, after a free-space check, flushed to the disk before the rename."""
+    check_space(path, len(data))
+    with atomic_path(path, overwrite) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_text(path: str, text: str, overwrite: bool = True) -> None:

@@ -18,6 +18,7 @@ rerun skips the chunks already written. Per-frame metric rows are stored beside 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import FRAME_FIELDS
-from .atomic import atomic_path, check_writable, write_json
+from .atomic import atomic_path, check_space, check_writable, write_bytes, write_json
 
 
 def mpi_h5py() -> bool:
@@ -103,11 +104,15 @@ class SROutput:
             self.f["done"][cid] = 1  # only after the frames are on disk
             self.f.flush()
             return
-        with atomic_path(self._chunk_file(cid)) as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("sr", data=frames.astype(np.float32), chunks=(1, *frames.shape[1:]), compression=self.compression)
-                for k, v in (frame_metrics or {}).items():
-                    f[f"metrics/frame_{k}"] = v
+        # the chunk file is built in memory and written with plain file writes: a full disk is then an
+        # OSError here (hpcvsr.io.atomic turns it into one clear error), never a failure inside HDF5's close
+        with h5py.File(io.BytesIO(), "w") as f:
+            f.create_dataset("sr", data=frames.astype(np.float32), chunks=(1, *frames.shape[1:]), compression=self.compression)
+            for k, v in (frame_metrics or {}).items():
+                f[f"metrics/frame_{k}"] = v
+            f.flush()
+            image = f.id.get_file_image()
+        write_bytes(self._chunk_file(cid), image)
 
     def read_metrics(self, cids) -> dict:
         """Per-frame metric rows of chunks ``cids`` (from whatever run wrote them)."""
@@ -162,6 +167,7 @@ def consolidate(path: str) -> None:
         if not src["sr"].is_virtual:
             return
         parts = os.path.join(os.path.dirname(os.path.abspath(path)), src.attrs["parts"])
+        check_space(path, int(np.prod(src["sr"].shape)) * 4)
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as dst:
             for k, v in src.attrs.items():
                 if k != "parts":
