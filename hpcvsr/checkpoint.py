@@ -16,7 +16,10 @@ Three kinds of file, each a dict saved with ``torch.save`` and loaded with ``wei
     ENTRY = {"name", "scale", "kwargs", "state_dict", ["parts": {"net2d": ENTRY, "net3d": ENTRY}]}
 
 A model entry holds the *unwrapped* module's state dict (never DDP's ``module.`` keys). Files
-are written atomically by rank 0 and loaded by every rank. Files of the first format
+are written atomically by rank 0 and loaded by every rank. A training checkpoint is
+crash-consistent: ``CKPT.sha256`` records its size and hash, the last verified one is kept as
+``CKPT.prev`` until the new one is complete, and a newest checkpoint that is missing, truncated
+or altered is replaced by the previous one with a warning. Files of the first format
 (``hpcvsr-1``) are refused with the command that converts them::
 
     python -m hpcvsr.checkpoint upgrade OLD.pt [--out NEW.pt]
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import logging
 import os
 import pickle
 import random
@@ -38,12 +42,13 @@ import numpy as np
 import torch
 
 from .errors import UserError, cli
-from .io.atomic import write_bytes
+from .io.atomic import write_bytes, write_text
 from .kinds import KINDS
 
 VERSION = 2
 CHECKPOINT, MODEL, WEIGHTS = "hpcvsr-checkpoint", "hpcvsr-model", "hpcvsr-weights"
 OLD_FORMAT = "hpcvsr-1"
+log = logging.getLogger("hpcvsr")
 
 
 def cpu_state(model: torch.nn.Module) -> dict:
@@ -75,12 +80,16 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def _serialise(kind: str, state: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(dict(state, format=kind, version=VERSION), buf)
+    return buf.getvalue()
+
+
 def _save(path: str, kind: str, state: dict) -> None:
     """Serialise in memory, then one checked, flushed, atomic write (a full disk is one clear error,
     and the previous file under ``path`` stays until the new one is complete)."""
-    buf = io.BytesIO()
-    torch.save(dict(state, format=kind, version=VERSION), buf)
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, _serialise(kind, state))
 
 
 def _load(path: str, kinds: tuple[str, ...]) -> dict:
@@ -112,13 +121,73 @@ def _load(path: str, kinds: tuple[str, ...]) -> dict:
 
 # --- training checkpoints -------------------------------------------------------------------------
 
+PREVIOUS = ".prev"  # the last verified training checkpoint, kept until the next one is complete
+
+
+def _record(path: str) -> str:
+    return path + ".sha256"
+
+
+def _verify(path: str) -> None:
+    """A UserError unless ``path`` has the size and sha256 its record states. Without a record (a
+    crash between the two writes, which leaves a complete file) the archive's own checks apply."""
+    if not os.path.exists(path):
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        with open(_record(path)) as f:
+            digest, size = f.read().split()
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        raise UserError(f"{path}: its size and hash record {_record(path)} is unreadable") from None
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) != int(size) or hashlib.sha256(data).hexdigest() != digest:
+        raise UserError(f"{path}: {len(data)} bytes whose hash differs from the {size} bytes recorded when it was written "
+                        "(truncated or altered)")
+
+
 def save_training(path: str, state: dict) -> None:
-    """Write a training checkpoint (keys as in the module docstring)."""
-    _save(path, CHECKPOINT, state)
+    """Write a training checkpoint (keys as in the module docstring) with its size and hash record,
+    keeping the last verified one as ``path + PREVIOUS`` until this one is complete."""
+    data = _serialise(CHECKPOINT, state)
+    if os.path.exists(path):
+        try:
+            _verify(path)
+        except UserError:
+            pass  # not a good one: the previous stays as it is
+        else:
+            os.replace(path, path + PREVIOUS)
+            if os.path.exists(_record(path)):
+                os.replace(_record(path), _record(path + PREVIOUS))
+            elif os.path.exists(_record(path + PREVIOUS)):
+                os.remove(_record(path + PREVIOUS))  # a stale record must not condemn the file now under that name
+    write_bytes(path, data)
+    write_text(_record(path), f"{hashlib.sha256(data).hexdigest()} {len(data)}\n")
+
+
+def training_exists(path: str) -> bool:
+    """Whether a training checkpoint (or the previous one) is there to resume from."""
+    return os.path.exists(path) or os.path.exists(path + PREVIOUS)
 
 
 def load_training(path: str) -> dict:
-    return _load(path, (CHECKPOINT,))
+    """The newest verified training checkpoint; the previous one, with a warning, when the newest is
+    missing, truncated or altered; else a UserError naming the problem."""
+    try:
+        _verify(path)
+        return _load(path, (CHECKPOINT,))
+    except UserError as exc:
+        prev = path + PREVIOUS
+        if not os.path.exists(prev):
+            raise
+        try:
+            _verify(prev)
+            state = _load(prev, (CHECKPOINT,))
+        except UserError:
+            raise exc from None
+        log.warning("%s; resuming from the previous checkpoint %s instead", exc, prev)
+        return state
 
 
 # --- the model file of a finished run -------------------------------------------------------------
@@ -142,16 +211,26 @@ class ModelFile:
     condition: dict = field(default_factory=dict)  # the grid a conditioned model is tied to (train.conditioning_spec); {} if none
 
 
+def _weights_hash(mf: ModelFile) -> str:
+    """sha256 over the networks' tensors: torch.load does not check the archive's CRCs, so a flipped
+    bit in a tensor would otherwise load as a silently different model."""
+    return hashlib.sha256("".join(state_hash(e["state_dict"]) for e in (mf.net2d, mf.model)).encode()).hexdigest()
+
+
 def save_model(path: str, mf: ModelFile) -> None:
-    _save(path, MODEL, asdict(mf))
+    _save(path, MODEL, dict(asdict(mf), weights_sha256=_weights_hash(mf)))
 
 
 def load_model(path: str) -> ModelFile:
     state = _load(path, (MODEL,))
     try:
-        return ModelFile(**{k: v for k, v in state.items() if k not in ("format", "version")})
+        mf = ModelFile(**{k: v for k, v in state.items() if k not in ("format", "version", "weights_sha256")})
     except TypeError as exc:
         raise UserError(f"{path}: model file does not match version {VERSION} ({exc})") from None
+    if "weights_sha256" in state and state["weights_sha256"] != _weights_hash(mf):
+        raise UserError(f"{path}: its weights differ from those recorded when it was written (corrupt or altered); "
+                        "use the run's checkpoints or train again")
+    return mf
 
 
 # --- weights (pretrained networks) ----------------------------------------------------------------

@@ -116,6 +116,7 @@ def _run(args, cfg, env, held: contextlib.ExitStack) -> int:
     acc = metrics.MetricSums(data_range=1.0, unit_scale=norm.span, spectrum_cutoff=1.0 / s, device=env.device)
     out = h5out.SROutput(h5_path, out_shape, chunk_list, attrs, env, compression=ic.compression, metrics=bool(args.degrade or ref),
                          overwrite=args.overwrite)
+    held.push(lambda kind, exc, tb: kind is not None and out.discard_if_unused())  # a failed run leaves no empty output folder
     finished = out.done()
     todo = [i for i in mine if i not in finished]
     skipped = len(mine) - len(todo)

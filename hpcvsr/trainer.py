@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 
 import numpy as np
@@ -116,7 +115,7 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
     sched = make_scheduler(opt, tcfg.schedule, tcfg.epochs)
     epoch, step0, history, best, bad = 0, 0, [], math.inf, 0
     best_state = None
-    if os.path.exists(ckpt_path):
+    if checkpoint.training_exists(ckpt_path):
         state = checkpoint.load_training(ckpt_path)
         if state.get("stage") != stage:
             raise UserError(f"{ckpt_path}: checkpoint of stage '{state.get('stage')}', expected '{stage}'")

@@ -154,6 +154,7 @@ def test_one_rank_killed_mid_training_ends_the_job_then_the_rerun_resumes_identi
     os.kill(int(ranks[-1]), signal.SIGKILL)
     proc.communicate(timeout=300)
     ended = time.time() - t0
+    print(f"job ended {ended:.1f} s after the kill, exit {proc.returncode}")
     assert proc.returncode != 0 and ended < 120, (proc.returncode, ended)
     assert not (run_dir / "model.pt").exists()
     again = _train(run_dir)

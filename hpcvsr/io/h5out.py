@@ -67,6 +67,11 @@ class SROutput:
                     write_json(layout_file, self.layout)
             env.barrier()
 
+    def discard_if_unused(self) -> None:
+        """After a failed run: remove the chunk folder when no chunk was ever finished in it (chunk-file mode)."""
+        if self.mode == "parts" and os.path.isdir(self.parts) and set(os.listdir(self.parts)) <= {"layout.json"}:
+            shutil.rmtree(self.parts, ignore_errors=True)
+
     def _check_layout(self, old: dict, where: str) -> None:
         for key in ("shape", "chunks", "checkpoint_hash", "metrics"):
             if old.get(key) != self.layout[key]:

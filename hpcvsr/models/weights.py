@@ -114,12 +114,19 @@ def load_source(path: str, scale: int) -> tuple[str, dict, dict]:
         if file_scale is not None and file_scale != scale:
             raise UserError(f"{path}: weights are for scale x{file_scale}, but scale x{scale} was asked for")
         if "weights_conv1" in m:
-            kwargs, sd = srcnn_from_mat(m, path)
-            return "srcnn", kwargs, sd
-        if "weights_conv" in m:
-            kwargs, sd = fsrcnn_from_mat(m, path)
-            return "fsrcnn", kwargs, sd
-        raise UserError(f"{path}: neither SRCNN nor FSRCNN weights (no weights_conv1 / weights_conv)")
+            name, convert = "srcnn", srcnn_from_mat
+        elif "weights_conv" in m:
+            name, convert = "fsrcnn", fsrcnn_from_mat
+        else:
+            raise UserError(f"{path}: neither SRCNN nor FSRCNN weights (no weights_conv1 / weights_conv)")
+        try:
+            kwargs, sd = convert(m, path)
+        except (ValueError, IndexError, TypeError, AttributeError) as exc:
+            raise UserError(f"{path}: {name.upper()} weights of unexpected shapes or types ({str(exc)[:120]})") from None
+        bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise UserError(f"{path}: weights {', '.join(bad)} hold NaN or inf values")
+        return name, kwargs, sd
     from .. import checkpoint
 
     entry = checkpoint.load_entry(path)
