@@ -10,7 +10,8 @@ Three kinds of file, each a dict saved with ``torch.save`` and loaded with ``wei
                            "config": {...}, "done": bool}
     model file (model.pt) {"format": "hpcvsr-model", "version": 2, "pipeline", "scale", "degrade",
                            "blur_sigma", "window", "pad", "crop", "var",
-                           "normaliser": {"lo", "hi", "units"}, "net2d": ENTRY, "model": ENTRY, "config": {...}}
+                           "normaliser": {"lo", "hi", "units"}, "net2d": ENTRY, "model": ENTRY, "config": {...},
+                           "condition": {...}, "weights_sha256": hash of the two networks' tensors}
     weights               {"format": "hpcvsr-weights", "version": 2, "model": ENTRY, "made_by", "data", "history"}
 
     ENTRY = {"name", "scale", "kwargs", "state_dict", ["parts": {"net2d": ENTRY, "net3d": ENTRY}]}
