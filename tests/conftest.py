@@ -65,3 +65,20 @@ def mpi_env() -> dict:
 
 def run_mpi(n: int, *args, timeout=900):
     return subprocess.run(mpirun_cmd(n, *args), env=mpi_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def kill_one_rank(proc, limit: float = 120.0) -> float:
+    """SIGKILL one rank of the ``mpirun`` job ``proc`` (a dead node); the job must end, non-zero, within
+    ``limit`` seconds. Returns how long it took."""
+    import signal
+    import time
+
+    ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(ranks) == 2, ranks
+    t0 = time.time()
+    os.kill(int(ranks[-1]), signal.SIGKILL)
+    proc.communicate(timeout=300)
+    ended = time.time() - t0
+    print(f"job ended {ended:.1f} s after the kill, exit {proc.returncode}")
+    assert proc.returncode != 0 and ended < limit, (proc.returncode, ended)
+    return ended
