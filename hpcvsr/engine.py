@@ -20,6 +20,7 @@ from . import checkpoint, kinds
 from .data import degrade as dg
 from .data import windows as win
 from .data.blocks import Normaliser
+from .data.segments import axis_mismatch
 from .errors import UserError
 from .models import from_entry
 from .models.conditioning import Where, run
@@ -66,13 +67,9 @@ class Predictor:
             raise UserError(f"{where}: the super-resolved grid would be {shape[0]}x{shape[1]}, but this model's {what} cover the "
                             f"training grid of {grid[0]}x{grid[1]}; it applies only to that grid")
         for k, ref in self.condition.get("axes", {}).items():
-            got = axes.get(k)
-            if got is None:
-                continue
-            ref, got = np.asarray(ref), np.asarray(got)
-            step = float(np.abs(np.diff(ref)).min()) if ref.size > 1 else 1.0
-            if got.shape != ref.shape or float(np.abs(got - ref).max()) > 0.01 * step:
-                raise UserError(f"{where}: its {k} coordinates differ from the training grid's; this model's {what} apply only to that grid")
+            why = axis_mismatch(axes[k], ref) if k in axes else ""
+            if why:
+                raise UserError(f"{where}: its {k} coordinate {why} of the training grid; this model's {what} apply only to that grid")
 
     def _ctx(self):
         if self.autocast == "bf16":

@@ -86,20 +86,24 @@ def axis_values(grid: dict, dim: str):
     return None
 
 
-def same_grid(where: str, grid: dict, ref: dict, rtol: float = 0.01) -> None:
-    """Refuse ``grid`` unless its 1D y and x coordinates equal ``ref``'s within ``rtol`` of a cell
-    (axes that either lacks are not compared; their shapes are checked by the caller)."""
+def axis_mismatch(got, ref, rtol: float = 0.01) -> str:
+    """Why the 1D coordinate ``got`` is not ``ref`` within ``rtol`` of a cell ('' when it is)."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    if got.shape != ref.shape:
+        return f"{got.size} cells where the reference grid has {ref.size}"
+    step = float(np.abs(np.diff(ref)).min()) if ref.size > 1 else 1.0
+    worst = float(np.abs(got - ref).max()) if got.size else 0.0
+    return f"differs by up to {worst:.4g}, more than {rtol:.0%} of a cell ({step:.4g})" if worst > rtol * step else ""
+
+
+def same_grid(where: str, grid: dict, ref: dict) -> None:
+    """Refuse ``grid`` unless its 1D y and x coordinates equal ``ref``'s (:func:`axis_mismatch`;
+    axes that either lacks are not compared; their shapes are checked by the caller)."""
     for axis in ("ydim", "xdim"):
         a, b = axis_values(grid, grid[axis]), axis_values(ref, ref[axis])
-        if a is None or b is None:
-            continue
-        if a.shape != b.shape:
-            raise UserError(f"{where}: {a.size} cells along {grid[axis]}, the data's grid has {b.size}")
-        step = float(np.abs(np.diff(b)).min()) if b.size > 1 else 1.0
-        worst = float(np.abs(a - b).max()) if a.size else 0.0
-        if worst > rtol * step:
-            raise UserError(f"{where}: coordinate '{grid[axis]}' differs from the data's grid by up to {worst:.4g} "
-                            f"(more than {rtol:.0%} of a cell, {step:.4g}); it is not on the same grid")
+        why = "" if a is None or b is None else axis_mismatch(a, b)
+        if why:
+            raise UserError(f"{where}: coordinate '{grid[axis]}' {why} of the data's grid; it is not on the same grid")
 
 
 def static_fields(cfg, seg: bl.Segment, load: bool = True) -> torch.Tensor | None:
