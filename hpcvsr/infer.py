@@ -188,7 +188,7 @@ def _run(args, cfg, env, held: contextlib.ExitStack) -> int:
 def _hr_axes(arc, rows, cols, *, degraded: bool, pred) -> dict:
     """{"y", "x"}: 1D coordinates of the high-resolution grid the output lies on ({} when the input has none)."""
     from .data.cf import fine_grid, fine_positions
-    from .data.segments import axis_values
+    from .data.segments import grid_axes_of
 
     if not hasattr(arc, "grid"):
         return {}
@@ -197,8 +197,7 @@ def _hr_axes(arc, rows, cols, *, degraded: bool, pred) -> dict:
         centred = dg.CENTRED[pred.degrade]
         h, w = (len(range(*sl.indices(n))) if sl else n for sl, n in ((rows, arc.shape[1]), (cols, arc.shape[2])))
         grid = fine_grid(grid, fine_positions(h, pred.scale, centred=centred), fine_positions(w, pred.scale, centred=centred))
-    axes = {k: axis_values(grid, grid[d]) for k, d in (("y", "ydim"), ("x", "xdim"))}
-    return {k: v for k, v in axes.items() if v is not None}
+    return grid_axes_of(grid)
 
 
 def _publish_netcdf(args, arc, h5_path: str, *, var: str, pred, rows, cols, attrs: dict) -> None:

@@ -150,10 +150,13 @@ def grid_axes(seg: bl.Segment) -> dict:
         grid = arc.grid(*_slices(seg)) if hasattr(arc, "grid") else None
     finally:
         arc.close()
-    if grid is None:
-        return {}
+    return {} if grid is None else {k: v.tolist() for k, v in grid_axes_of(grid).items()}
+
+
+def grid_axes_of(grid: dict) -> dict:
+    """{"y": values, "x": values} of a :meth:`CFArchive.grid` description's 1D coordinates (those it has)."""
     axes = {k: axis_values(grid, grid[d]) for k, d in (("y", "ydim"), ("x", "xdim"))}
-    return {k: v.tolist() for k, v in axes.items() if v is not None}
+    return {k: v for k, v in axes.items() if v is not None}
 
 
 def _slices(seg: bl.Segment) -> tuple:
