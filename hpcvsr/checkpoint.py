@@ -11,7 +11,8 @@ Three kinds of file, each a dict saved with ``torch.save`` and loaded with ``wei
     model file (model.pt) {"format": "hpcvsr-model", "version": 2, "pipeline", "scale", "degrade",
                            "blur_sigma", "window", "pad", "crop", "var",
                            "normaliser": {"lo", "hi", "units"}, "net2d": ENTRY, "model": ENTRY, "config": {...},
-                           "condition": {...}, "weights_sha256": hash of the two networks' tensors}
+                           "condition": {...}, "variables": [{"var", "lo", "hi", "units"}, ...],
+                           "weights_sha256": hash of the two networks' tensors}
     weights               {"format": "hpcvsr-weights", "version": 2, "model": ENTRY, "made_by", "data", "history"}
 
     ENTRY = {"name", "scale", "kwargs", "state_dict", ["parts": {"net2d": ENTRY, "net3d": ENTRY}]}
@@ -210,6 +211,7 @@ class ModelFile:
     model: dict  # model entry of the final network
     config: dict = field(default_factory=dict)
     condition: dict = field(default_factory=dict)  # the grid a conditioned model is tied to (train.conditioning_spec); {} if none
+    variables: list = field(default_factory=list)  # [{"var", "lo", "hi", "units"}] per channel; [] in files that predate it (one: var)
 
 
 def _weights_hash(mf: ModelFile) -> str:

@@ -33,6 +33,7 @@ class DataConfig:
     source: str = "swe"  # swe | phantom | archive | video
     path: str = ""  # archive or video file; unused for generated sources
     var: str = "h"  # variable to super-resolve
+    vars: list[str] = field(default_factory=list)  # several variables super-resolved together by one model (replaces var), e.g. [u10, v10]
     frames: int = 120  # frames per generated sequence
     size: list[int] = field(default_factory=lambda: [128, 128])  # generated (H, W)
     seeds: list[int] = field(default_factory=lambda: [1])  # training sequences
@@ -52,6 +53,7 @@ class DegradeConfig:
     method: str = "bicubic"  # bicubic | blur | block_mean | point
     scale: int = 2
     blur_sigma: float = 1.6
+    constrain: bool = False  # a final layer makes every output degrade back to its input exactly (block_mean: mass conserved)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class ModelConfig:
     init: str = ""  # '' (scratch) | 'bundled' | path to authors' .mat or our checkpoint .pt
     freeze: list[str] = field(default_factory=list)  # layer names not trained
     lr_mult: dict[str, float] = field(default_factory=dict)  # layer name -> LR multiplier
+    shared_variables: bool = True  # several variables (data.vars): one network for all (True) or one copy per variable
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class TrainConfig:
     schedule: str = "cosine"  # none | cosine | step
     seed: int = 0
     max_minutes: float = 0.0  # stop after this wall time (0: no limit)
+    warmup: float = 0.0  # epochs of linear learning-rate warm-up at the start (fractions allowed; 0: none)
+    grad_weight: float = 0.0  # weight of a loss term on the fields' finite differences (sharper, more high-wavenumber energy)
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,12 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     model2d: ModelConfig = field(default_factory=lambda: ModelConfig(name="climate_fsrcnn", init="bundled"))
-    model3d: ModelConfig = field(default_factory=lambda: ModelConfig(name="vsr3d", kwargs={"residual": True, "same_padding": True}))
+    model3d: ModelConfig = field(default_factory=lambda: ModelConfig(name="vsr3d", kwargs={"residual": True, "same_padding": True},
+                                                                  shared_variables=False))
     train2d: TrainConfig = field(default_factory=TrainConfig)
-    train3d: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=8, patch=40, patches_per_epoch=512))
+    # the 3D stage starts as its zero-initialised residual (the 2D output): a one-epoch warm-up keeps the first
+    # full-size Adam steps from knocking that start off (measured: README "The 3D training recipe")
+    train3d: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=8, patch=40, patches_per_epoch=512, warmup=1.0))
     windows: WindowConfig = field(default_factory=WindowConfig)
     condition: ConditionConfig = field(default_factory=ConditionConfig)
     infer: InferConfig = field(default_factory=InferConfig)
@@ -272,8 +280,8 @@ def validate(cfg: Config) -> None:
     kind = KINDS[cfg.pipeline]
     for name, used in (("train2d", kind.trains_2d), ("train3d", kind.has_3d)):
         t = getattr(cfg, name)
-        if t.batch_size < 1 or t.epochs < 0 or t.patch < 8 or t.lr <= 0:
-            raise UserError(f"{name}: batch_size >= 1, epochs >= 0, patch >= 8 and lr > 0 are required")
+        if t.batch_size < 1 or t.epochs < 0 or t.patch < 8 or t.lr <= 0 or t.warmup < 0 or t.grad_weight < 0:
+            raise UserError(f"{name}: batch_size >= 1, epochs >= 0, patch >= 8, lr > 0, warmup >= 0 and grad_weight >= 0 are required")
         if t.patch % cfg.degrade.scale:
             raise UserError(f"{name}.patch={t.patch} is not divisible by degrade.scale={cfg.degrade.scale}")
         if not used:  # the stage does not train in this pipeline
@@ -294,6 +302,11 @@ def validate(cfg: Config) -> None:
         raise UserError(f"windows.size must be odd and >= 3, got {cfg.windows.size}")
     if cfg.data.normalise == "fixed" and (len(cfg.data.norm_range) != 2 or cfg.data.norm_range[0] >= cfg.data.norm_range[1]):
         raise UserError(f"data.norm_range must be [low, high] with low < high, got {cfg.data.norm_range}")
+    names = variables(cfg)
+    if len(set(names)) != len(names) or not all(names):
+        raise UserError(f"data.vars must name distinct variables, got {list(cfg.data.vars)}")
+    if len(names) > 1 and cfg.data.source in ("phantom", "video"):
+        raise UserError(f"data.vars: a {cfg.data.source} source has one variable; several need an archive or swe data")
     c, st = cfg.condition, cfg.data.static
     if c.location_channels < 0 or c.width < 1:
         raise UserError(f"condition: location_channels >= 0 and width >= 1 are required, got {c.location_channels}, {c.width}")
@@ -305,6 +318,11 @@ def validate(cfg: Config) -> None:
     if (st.path or c.location_channels) and cfg.data.source not in ("archive", "swe", "phantom"):
         raise UserError(f"place conditioning (data.static, condition.location_channels) needs a fixed grid; data.source '{cfg.data.source}' is not one")
     check(cfg)
+
+
+def variables(cfg: Config) -> tuple:
+    """The variables to super-resolve: ``data.vars`` when given, else ``data.var``."""
+    return tuple(cfg.data.vars) or (cfg.data.var,)
 
 
 def conditioned(cfg: Config) -> bool:

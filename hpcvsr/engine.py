@@ -20,6 +20,7 @@ from . import checkpoint, kinds
 from .data import degrade as dg
 from .data import windows as win
 from .data.blocks import Normaliser
+from .data.patches import model_input
 from .data.segments import axis_mismatch
 from .errors import UserError
 from .models import from_entry
@@ -41,8 +42,10 @@ class Predictor:
         self.hash = checkpoint.file_hash(path)
         self.pipeline, self.kind, self.scale = mf.pipeline, kinds.kind(mf.pipeline), mf.scale
         self.degrade, self.sigma = mf.degrade, mf.blur_sigma
-        self.window, self.pad, self.crop, self.var, self.config = mf.window, mf.pad, mf.crop, mf.var, mf.config
-        self.norm = Normaliser(mf.normaliser["lo"], mf.normaliser["hi"], mf.normaliser.get("units", ""))
+        self.window, self.pad, self.crop, self.config = mf.window, mf.pad, mf.crop, mf.config
+        channels = mf.variables or [dict(mf.normaliser, var=mf.var)]  # one entry per variable (channel)
+        self.vars = [c["var"] for c in channels]
+        self.norms = [Normaliser(c["lo"], c["hi"], c.get("units", "")) for c in channels]
         self.device, self.batch, self.tile, self.tile_halo = device, batch, tile, tile_halo
         self.autocast = autocast
         self.net2d = from_entry(mf.net2d).to(device).eval()
@@ -78,7 +81,7 @@ class Predictor:
 
     @torch.no_grad()
     def _frames(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None, origin: tuple = (0, 0)) -> torch.Tensor:
-        """Whole-frame prediction: LR buffer (T, h, w), windows ``idx`` (k, window) -> (k, H', W').
+        """Whole-frame prediction: LR buffer (T, C, h, w), windows ``idx`` (k, window) -> (k, C, H', W').
 
         ``times`` (T, 4) are the buffer frames' time features, ``origin`` the high-resolution row
         and column of the buffer's first pixel on the grid (a tile's offset)."""
@@ -90,25 +93,25 @@ class Predictor:
         with self._ctx():
             if self.net is None:
                 centre = torch.from_numpy(idx[:, idx.shape[1] // 2]).to(lr.device)
-                out = torch.cat([run(self.net2d, lr[c].unsqueeze(1), where(c[:, None])) for c in centre.split(b)])
-                return out.squeeze(1).float()
+                return torch.cat([run(self.net2d, lr[c], where(c[:, None])) for c in centre.split(b)]).float()
             if self.source == "sr2d":
                 need = torch.from_numpy(np.unique(idx)).to(lr.device)
-                sr = torch.empty((lr.shape[0], lr.shape[1] * self.scale, lr.shape[2] * self.scale), device=lr.device)
+                sr = torch.empty((*lr.shape[:2], lr.shape[2] * self.scale, lr.shape[3] * self.scale), device=lr.device)
                 for sel in need.split(b):
-                    sr[sel] = run(self.net2d, lr[sel].unsqueeze(1), where(sel[:, None])).squeeze(1).float()
+                    sr[sel] = run(self.net2d, lr[sel], where(sel[:, None])).float()
                 src = sr
             elif self.source == "bicubic":
                 src = dg.upscale(lr, self.scale)
             else:  # windows of LR frames
                 src = lr
             t = torch.from_numpy(idx).to(lr.device)
-            out = [run(self.net, src[w], where(w)) for w in t.split(b)]
-            return torch.cat(out).squeeze(1).float()
+            out = [run(self.net, model_input(src[w]), where(w)) for w in t.split(b)]
+            return torch.cat(out).float()
 
     def predict(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None) -> torch.Tensor:
-        """(k, H - 2 crop, W - 2 crop) super-resolved frames, tiled when ``tile`` is set; ``times``:
-        the buffer frames' time features (T, 4) for a time-conditioned model."""
+        """(k, C, H - 2 crop, W - 2 crop) super-resolved frames of the LR buffer (T, C, h, w) of the
+        model's C variables, tiled when ``tile`` is set; ``times``: the buffer frames' time features
+        (T, 4) for a time-conditioned model."""
         if self.needs_time and times is None:
             raise RuntimeError("this model needs the frames' time features")  # programming error: infer checks the input first
         if not self.tile:
@@ -116,13 +119,13 @@ class Predictor:
         h, w = lr.shape[-2:]
         s, c = self.scale, self.crop
         H, W = h * s, w * s
-        out = torch.empty((len(idx), H - 2 * c, W - 2 * c), device=lr.device)
+        out = torch.empty((len(idx), lr.shape[1], H - 2 * c, W - 2 * c), device=lr.device)
         t_lr, halo = max(1, self.tile // s), self.tile_halo
         for r0, r1, k0, k1 in win.tile_grid(h, t_lr, halo):
             for q0, q1, j0, j1 in win.tile_grid(w, t_lr, halo):
-                part = self._frames(lr[:, r0:r1, q0:q1].contiguous(), idx, times, (r0 * s, q0 * s))
+                part = self._frames(lr[..., r0:r1, q0:q1].contiguous(), idx, times, (r0 * s, q0 * s))
                 # the tile's output covers HR rows [r0 s + c, r1 s - c); keep [k0 s, k1 s) within the frame's [c, H - c)
                 y0, y1 = max(k0 * s, c), min(k1 * s, H - c)
                 x0, x1 = max(j0 * s, c), min(j1 * s, W - c)
-                out[:, y0 - c : y1 - c, x0 - c : x1 - c] = part[:, y0 - (r0 * s + c) : y1 - (r0 * s + c), x0 - (q0 * s + c) : x1 - (q0 * s + c)]
+                out[..., y0 - c : y1 - c, x0 - c : x1 - c] = part[..., y0 - (r0 * s + c) : y1 - (r0 * s + c), x0 - (q0 * s + c) : x1 - (q0 * s + c)]
         return out

@@ -114,28 +114,60 @@ def build_3d(cfg, init: bool = True):
     return model, entry(m.name, scale, kwargs)
 
 
-def compose(k: Kind, net2d, entry2d: dict, net3d, entry3d: dict):
-    """(final network, its entry) for kind ``k`` from its trained parts."""
+def compose(k: Kind, net2d, entry2d: dict, net3d, entry3d: dict, constrain: dict | None = None):
+    """(final network, its entry) for kind ``k`` from its trained parts; ``constrain``: the
+    consistency constraint of a composition whose last part does not read the original frames
+    (3d_2d: the 2D part reads the refined centre frame)."""
     if not k.has_3d:
         return net2d, entry2d
     if not k.composite:
         return net3d, entry3d
     parts = {"net2d": net2d, "net3d": net3d}
-    return MODELS[k.composite](**parts), entry(k.composite, entry3d["scale"], {}, {"net2d": entry2d, "net3d": entry3d})
+    net, net_entry = MODELS[k.composite](**parts), entry(k.composite, entry3d["scale"], {}, {"net2d": entry2d, "net3d": entry3d})
+    if constrain and k.needs_space == "lr_refiner":
+        net, net_entry, _ = wrap(net, net_entry, constrain=constrain)
+    return net, net_entry
 
 
-def condition(net, net_entry: dict, spec: dict | None):
-    """(``net`` wrapped in :class:`~hpcvsr.models.conditioning.Conditioned`, its entry) when ``spec``
-    ({grid, static, location, time, width}) asks for conditioning; else unchanged."""
-    if not spec:
-        return net, net_entry
-    wrapped = MODELS["conditioned"](net, **spec)
-    return wrapped, entry("conditioned", net_entry["scale"], spec, {"net": net_entry})
+def constraint(cfg, *, frames: int = 0, reads_hr: bool = False) -> dict | None:
+    """The :class:`~hpcvsr.models.constraint.Constrained` keyword arguments of a stage network that
+    reads ``frames``-frame windows (0: single frames), of high-resolution frames when ``reads_hr``;
+    None unless ``degrade.constrain``."""
+    g = cfg.degrade
+    if not g.constrain:
+        return None
+    return {"method": g.method, "scale": g.scale, "sigma": g.blur_sigma, "reference": "hr" if reads_hr else "lr", "frames": frames}
+
+
+def wrap(net, net_entry: dict, *, channels: int = 1, shared: bool = True, spec: dict | None = None,
+         constrain: dict | None = None) -> tuple:
+    """(network, entry, prefixes) of one stage: ``net`` for ``channels`` variables
+    (:class:`~hpcvsr.models.variables.Variables`, when more than one: weights ``shared`` by the
+    variables or one copy each), then wrapped in :class:`~hpcvsr.models.conditioning.Conditioned`
+    when ``spec`` ({grid, static, location, time, width}) asks for conditioning, and last in
+    :class:`~hpcvsr.models.constraint.Constrained` with ``constrain`` (:func:`constraint`). ``prefixes`` are
+    those of the configured network's layer names inside the result (for freeze / lr_mult). One
+    variable and no conditioning: ``net`` unchanged, prefixes [""]."""
+    prefixes = [""]
+    if channels > 1:
+        net = MODELS["variables"](net, channels=channels, shared=shared)
+        net_entry = entry("variables", net_entry["scale"], {"channels": channels, "shared": shared}, {"net": net_entry})
+        prefixes = net.prefixes()
+    if spec:
+        spec = dict(spec, channels=channels) if channels > 1 else spec
+        net, net_entry = MODELS["conditioned"](net, **spec), entry("conditioned", net_entry["scale"], spec, {"net": net_entry})
+        prefixes = ["net." + p for p in prefixes]
+    if constrain:
+        net, net_entry = MODELS["constrained"](net, **constrain), entry("constrained", net_entry["scale"], constrain, {"net": net_entry})
+        prefixes = ["net." + p for p in prefixes]
+    return net, net_entry, prefixes
 
 
 def check(cfg) -> None:
     """Cross-field checks that need the models; raises a UserError naming the keys."""
     k = kind(cfg.pipeline)
+    if len(cfg.data.vars) > 1 and k.composite:
+        raise UserError(f"pipeline {k.name} takes one variable; data.vars {list(cfg.data.vars)} needs pipeline 2d, 3d or 2d_3d")
     with torch.random.fork_rng(devices=[]):  # building the models must not move the global RNG
         net2d, _ = build_2d(cfg, init=False)
         net3d = build_3d(cfg, init=False)[0] if k.has_3d else None
@@ -149,6 +181,13 @@ def check(cfg) -> None:
             weights_mod.check_layers(net, getattr(cfg, section).freeze, f"{section}.freeze")
             weights_mod.check_layers(net, getattr(cfg, section).lr_mult, f"{section}.lr_mult")
     crop = getattr(net3d, "crop", 0) if net3d is not None else 0
+    if cfg.degrade.constrain:
+        if crop:
+            raise UserError(f"degrade.constrain needs whole output frames, but model3d {cfg.model3d.name} crops a {crop}-pixel border "
+                            "(set model3d.kwargs.same_padding: true)")
+        if k.name == "3d" and getattr(net3d, "input_space", "hr") == "hr":
+            raise UserError("degrade.constrain with pipeline 3d needs a 3D model that reads the low-resolution frames (model3d.name: srnet3d); "
+                            "vsr3d reads their bicubic upscale, which does not degrade back to them (or use pipeline 2d_3d)")
     if k.has_3d and cfg.train3d.patch <= 2 * crop:
         raise UserError(f"train3d.patch={cfg.train3d.patch} leaves nothing after the 3D model's {crop}-pixel border crop")
     if cfg.infer.tile and cfg.infer.tile_halo * cfg.degrade.scale < crop:

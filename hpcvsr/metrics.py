@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .data.degrade import gaussian_1d
+from .data.degrade import degrade, gaussian_1d
 
 
 def shave(x: torch.Tensor, border: int) -> torch.Tensor:
@@ -92,28 +92,46 @@ def radial_band_power(x: torch.Tensor, cutoff: float) -> torch.Tensor:
 
 
 # Per-frame rows: what inference stores for every frame and what the sums below are made of.
-FRAME_FIELDS = ("se", "ae", "pixels", "psnr", "ssim", "mean_sr", "mean_hr", "abs_hr", "hi_sr", "hi_hr")
+FRAME_FIELDS = ("se", "ae", "pixels", "psnr", "ssim", "mean_sr", "mean_hr", "abs_hr", "hi_sr", "hi_hr", "cse", "lr_pixels")
 # Layout of the sums vector. Keep in one place: reductions rely on it.
-FIELDS = ("se", "ae", "pixels", "psnr", "ssim", "items", "mass_abs", "mass_ref", "hi_sr", "hi_hr", "ssim_items")
+FIELDS = ("se", "ae", "pixels", "psnr", "ssim", "items", "mass_abs", "mass_ref", "hi_sr", "hi_hr", "ssim_items", "cse", "lr_pixels")
+
+
+def consistency_rows(sr: torch.Tensor, lr: torch.Tensor | None, degradation: tuple | None) -> dict:
+    """{"cse", "lr_pixels"}: per frame, the squared error of the prediction degraded by
+    ``degradation`` (method, scale, sigma) against its low-resolution input ``lr``, and the number
+    of low-resolution pixels (zeros without ``lr``: not measured)."""
+    if lr is None or degradation is None:
+        zero = torch.zeros(sr.shape[0], dtype=torch.float64, device=sr.device)
+        return {"cse": zero, "lr_pixels": zero}
+    method, scale, sigma = degradation
+    lr = lr.detach().double().reshape(-1, *lr.shape[-2:]).to(sr.device)
+    d = degrade(sr, scale, method, sigma) - lr
+    return {"cse": (d * d).flatten(1).sum(1), "lr_pixels": torch.full((sr.shape[0],), float(lr.shape[-1] * lr.shape[-2]), dtype=torch.float64,
+                                                                      device=sr.device)}
 
 
 @torch.no_grad()
-def frame_rows(sr: torch.Tensor, hr: torch.Tensor, data_range: float = 1.0, offset: float = 0.0, cutoff: float | None = None) -> dict:
+def frame_rows(sr: torch.Tensor, hr: torch.Tensor, data_range: float = 1.0, offset: float = 0.0, cutoff: float | None = None,
+               lr: torch.Tensor | None = None, degradation: tuple | None = None) -> dict:
     """Per-frame metric rows {field: (N,) float64 tensor} of (N, H, W) predictions and references.
 
     ``offset`` is added to both before the mean-based mass check (e.g. to turn normalised values
     back into physical ones up to a factor); ``cutoff`` (fraction of Nyquist) enables the
-    high-wavenumber spectral energies (zero otherwise). SSIM is NaN for frames under 11x11.
+    high-wavenumber spectral energies (zero otherwise); ``lr`` (N, h, w) and ``degradation``
+    (method, scale, sigma) the consistency error (:func:`consistency_rows`). SSIM is NaN for
+    frames under 11x11.
     """
     sr = sr.detach().double().reshape(-1, *sr.shape[-2:])
     hr = hr.detach().double().reshape(-1, *hr.shape[-2:]).to(sr.device)
     valid = ~torch.isnan(hr)
-    if not bool(valid.all()):
-        return _masked_rows(sr, hr, valid, data_range, offset, cutoff)
+    if not bool(valid.all()):  # consistency with a filled-in input is not measured
+        return dict(_masked_rows(sr, hr, valid, data_range, offset, cutoff), **consistency_rows(sr, None, None))
     m, a = mse(sr, hr), mae(sr, hr)
     npix = sr.shape[-1] * sr.shape[-2]
     zero = torch.zeros_like(m)
     return {
+        **consistency_rows(sr, lr, degradation),
         "se": m * npix,
         "ae": a * npix,
         "pixels": torch.full_like(m, float(npix)),
@@ -167,16 +185,17 @@ class MetricSums:
     (:meth:`update`) or from rows stored earlier (:meth:`add_rows`).
     """
 
-    def __init__(self, data_range: float = 1.0, unit_scale: float = 1.0, spectrum_cutoff: float | None = None, keep_items: bool = False, device=None):
-        self.data_range = data_range
+    def __init__(self, data_range: float = 1.0, unit_scale: float = 1.0, spectrum_cutoff: float | None = None, keep_items: bool = False, device=None,
+                 degradation: tuple | None = None):
+        self.data_range, self.degradation = data_range, degradation
         self.unit_scale = unit_scale
         self.cutoff = spectrum_cutoff
         self.sums = torch.zeros(len(FIELDS), dtype=torch.float64, device=device)
         self.items: list[dict] = [] if keep_items else None
 
-    def rows(self, sr: torch.Tensor, hr: torch.Tensor, offset: float = 0.0) -> dict:
+    def rows(self, sr: torch.Tensor, hr: torch.Tensor, offset: float = 0.0, lr: torch.Tensor | None = None) -> dict:
         """This accumulator's :func:`frame_rows` of a batch (without adding them)."""
-        return frame_rows(sr, hr, self.data_range, offset, self.cutoff)
+        return frame_rows(sr, hr, self.data_range, offset, self.cutoff, lr=lr, degradation=self.degradation)
 
     def add_rows(self, rows: dict) -> None:
         """Add per-frame rows (tensors or arrays, as from :func:`frame_rows`) to the sums."""
@@ -184,7 +203,7 @@ class MetricSums:
         scored = torch.isfinite(r["psnr"])  # frames with at least one valid cell
         total = [r["se"].sum(), r["ae"].sum(), r["pixels"].sum(), r["psnr"].nansum(), r["ssim"].nansum(), scored.sum(),
                  (r["mean_sr"] - r["mean_hr"]).abs().sum(), r["abs_hr"].sum(), r["hi_sr"].sum(), r["hi_hr"].sum(),
-                 torch.isfinite(r["ssim"]).sum()]
+                 torch.isfinite(r["ssim"]).sum(), r["cse"].sum(), r["lr_pixels"].sum()]
         self.sums += torch.stack([t.to(self.sums) for t in total])
         if self.items is not None:
             npix = r["pixels"].clamp_min(1)
@@ -193,11 +212,12 @@ class MetricSums:
                                    "ssim": float(r["ssim"][i])})
 
     @torch.no_grad()
-    def update(self, sr: torch.Tensor, hr: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
-        """Add a batch of (N, H, W) predictions and references; returns their per-item PSNR."""
+    def update(self, sr: torch.Tensor, hr: torch.Tensor, offset: float = 0.0, lr: torch.Tensor | None = None) -> torch.Tensor:
+        """Add a batch of (N, H, W) predictions and references (and their low-resolution inputs
+        ``lr`` for the consistency error); returns their per-item PSNR."""
         if self.sums.device != sr.device:
             self.sums = self.sums.to(sr.device)
-        rows = self.rows(sr, hr, offset)
+        rows = self.rows(sr, hr, offset, lr)
         self.add_rows(rows)
         return rows["psnr"]
 
@@ -223,4 +243,6 @@ class MetricSums:
             out["mass_rel_err"] = v["mass_abs"] / v["mass_ref"]
         if self.cutoff is not None and v["hi_hr"] > 0:
             out["hf_energy_ratio"] = v["hi_sr"] / v["hi_hr"]
+        if v["lr_pixels"] > 0:  # RMS of (degraded prediction - input), physical units
+            out["consistency_rmse_phys"] = math.sqrt(v["cse"] / v["lr_pixels"]) * self.unit_scale
         return out

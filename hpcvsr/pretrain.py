@@ -37,7 +37,7 @@ def image_blocks(scale: int, names: list, pairs) -> list:
     for name, y in pairs:
         if name not in names:
             continue
-        hr = torch.from_numpy(dg.modcrop(y, scale)).float()[None] / 255.0
+        hr = torch.from_numpy(dg.modcrop(y, scale)).float()[None, None] / 255.0  # (1 frame, 1 channel, H, W)
         out.append(bl.Block.in_memory(hr, dg.imresize(hr, (hr.shape[-2] // scale, hr.shape[-1] // scale)), name))
     return out
 

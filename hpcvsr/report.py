@@ -15,7 +15,7 @@ METHOD_ORDER = ("bicubic", *KINDS)  # bicubic, 2d, then every pipeline kind
 def _fmt(v, key):
     if v is None:
         return "-"
-    if key in ("mse", "mae", "rmse_phys", "mass_rel_err"):
+    if key in ("mse", "mae", "rmse_phys", "mass_rel_err", "consistency_rmse_phys"):
         return f"{v:.3e}"
     if key in ("ssim", "hf_energy_ratio"):
         return f"{v:.4f}"
@@ -23,12 +23,30 @@ def _fmt(v, key):
 
 
 def test_table(test: dict, units: str = "") -> str:
-    keys = ("psnr", "psnr_mean", "ssim", "mse", "mae", "rmse_phys", "mass_rel_err", "hf_energy_ratio")
-    head = ["method", "PSNR (dB)", "mean frame PSNR", "SSIM", "MSE", "MAE", f"RMSE ({units or 'phys'})", "mass rel. err", "HF energy SR/HR"]
+    keys = ("psnr", "psnr_mean", "ssim", "mse", "mae", "rmse_phys", "mass_rel_err", "hf_energy_ratio", "consistency_rmse_phys")
+    head = ["method", "PSNR (dB)", "mean frame PSNR", "SSIM", "MSE", "MAE", f"RMSE ({units or 'phys'})", "mass rel. err", "HF energy SR/HR",
+            f"consistency RMSE ({units or 'phys'})"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in [m for m in METHOD_ORDER if m in test] + [m for m in test if m not in METHOD_ORDER]:
         lines.append(f"| {m} | " + " | ".join(_fmt(test[m].get(k), k) for k in keys) + " |")
     return "\n".join(lines) + "\n"
+
+
+SMALL_GAIN_DB = 0.05  # a trained stage that gains less than this on validation is reported as not helping
+
+
+def stage_note(stage: str, history: list) -> str:
+    """One plain sentence when stage ``stage`` did not improve on its start on validation ('' when it did).
+
+    Its best epoch is what the run keeps; a stage whose start is the previous stage's output (a 3D
+    stage's zero-initialised residual) and never beat it leaves the pipeline equal to that output."""
+    start, best = history[0]["val"]["psnr"], max(h["val"]["psnr"] for h in history)
+    if best - start >= SMALL_GAIN_DB:
+        return ""
+    if best <= start:
+        return (f"stage {stage} never improved on its start on validation ({start:.2f} dB): the saved model is its starting point, "
+                f"so {stage} equals the stage before it on this data")
+    return f"stage {stage} gained only {best - start:+.3f} dB on validation ({start:.2f} -> {best:.2f} dB): it adds almost nothing on this data"
 
 
 def stage_table(history: list) -> str:

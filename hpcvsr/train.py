@@ -110,25 +110,29 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     # --- data: every rank reads its own block (+ halo) of every segment -------------------------
     train_segs, val_segs, test_segs = sg.segments(cfg, env, os.path.join(run_dir, "data"), kind)
     reads: list = []  # every frame range this rank reads from disk (logs/reads_rank*.json)
-    norm = sg.normaliser(cfg, env, train_segs, reads)
+    norms = sg.normaliser(cfg, env, train_segs, reads)  # one per variable
+    names = train_segs[0].variables
     halo = kind.halo(cfg.windows.size)
-    train_b = sg.load_blocks(train_segs, cfg, env, norm, halo, reads)
-    val_b = sg.load_blocks(val_segs, cfg, env, norm, halo, reads)
-    test_b = sg.load_blocks(test_segs, cfg, env, norm, halo, reads)
+    train_b = sg.load_blocks(train_segs, cfg, env, norms, halo, reads)
+    val_b = sg.load_blocks(val_segs, cfg, env, norms, halo, reads)
+    test_b = sg.load_blocks(test_segs, cfg, env, norms, halo, reads)
     write_json(os.path.join(run_dir, "logs", f"reads_rank{env.rank}.json"), reads)
-    log.info("normalisation [%g, %g] %s; rank %d owns %s", norm.lo, norm.hi, norm.units, env.rank, [b.own for b in train_b])
-    crops = {f"{s.path}:{s.var}": text for s in train_segs + test_segs if (text := sg.crop_text(s))}
+    log.info("normalisation %s; rank %d owns %s", ", ".join(f"{v} [{n.lo:g}, {n.hi:g}] {n.units}" for v, n in zip(names, norms)),
+             env.rank, [b.own for b in train_b])
+    crops = {s.label: text for s in train_segs + test_segs if (text := sg.crop_text(s))}
     for where, text in crops.items():
         log.info("%s: frames cropped to %s (data.crop: %s)", where, text, cfg.data.crop)
     frame_h, frame_w = (min(b.hr.shape[d] for b in train_b + val_b) for d in (-2, -1))
-    flips = cfg.degrade.method in ("bicubic", "block_mean")
+    # mirrored patches only for degradations that commute with flips, and for one variable: a mirror
+    # reverses the sign of a velocity component but not of a scalar, so it breaks relations between variables
+    flips = cfg.degrade.method in ("bicubic", "block_mean") and len(names) == 1
     patches = {}
 
     def fitted(stage: str, requested: int, minimum: int = 8) -> int:
         try:
             side = win.fit_patch(requested, frame_h, frame_w, scale, minimum)
         except ValueError as exc:
-            raise UserError(f"{train_segs[0].path}:{train_segs[0].var}: {exc}") from None
+            raise UserError(f"{train_segs[0].label}: {exc}") from None
         if side != requested:
             log.info("%s patches of %d px do not fit frames of %dx%d: training with %d px patches", stage, requested, frame_h, frame_w, side)
         patches[stage] = side
@@ -139,10 +143,10 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     spec, static, grid_info = conditioning_spec(cfg, train_segs, train_b + val_b + test_b)
     if spec and spec["static"] + spec["location"]:
         flips = False  # a mirrored patch would meet its place maps unmirrored
-    model2d, entry2d = kinds.condition(*kinds.build_2d(cfg), spec)
-    inner = "net." if spec else ""  # layer names of the configured network inside the conditioned one
+    model2d, entry2d, inner = kinds.wrap(  # inner: prefixes of the configured layer names
+        *kinds.build_2d(cfg), channels=len(names), shared=cfg.model2d.shared_variables, spec=spec, constrain=kinds.constraint(cfg))
     if static is not None:
-        model2d.set_static(static)
+        cond.set_static(model2d, static)
     model2d.to(env.device)
     histories = {}
     if kind.trains_2d:
@@ -150,8 +154,8 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         task = PatchTask(train=train_b, val=val_b, source="lr", window=1, crop=0, scale=scale, patch=fitted("train2d", t2.patch), flips=flips)
         histories[kinds.STAGE_2D] = trainer.fit(task, model2d, t2, env, ckpt_path=os.path.join(run_dir, f"ckpt_{kinds.STAGE_2D}.pt"), stop=stop,
                                                   stage=kinds.STAGE_2D,
-                                      entry=entry2d, config=cfg_dict, freeze=[inner + n for n in cfg.model2d.freeze],
-                                      lr_mult={inner + k: v for k, v in cfg.model2d.lr_mult.items()}, what="model2d")
+                                      entry=entry2d, config=cfg_dict, freeze=[p + n for p in inner for n in cfg.model2d.freeze],
+                                      lr_mult={p + k: v for p in inner for k, v in cfg.model2d.lr_mult.items()}, what="model2d")
 
     # --- stage 2: the 3D network (or the end-to-end composition) --------------------------------
     net, entry_final, source, crop = None, entry2d, "lr", 0
@@ -160,23 +164,23 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         t3 = cfg.train3d
         torch.manual_seed(t3.seed + 1)
         net3d, entry3d = kinds.build_3d(cfg)
-        inner3 = ""
-        if kind.needs_space != "lr_refiner":  # a 3D stage on the coarse grid has no place maps to meet
-            net3d, entry3d = kinds.condition(net3d, entry3d, spec)
-            inner3 = inner
-            if static is not None:
-                net3d.set_static(static)
-        net, entry_final = kinds.compose(kind, model2d, entry2d, net3d, entry3d)
+        inner3 = [""]
         source = kind.source(getattr(net3d, "input_space", "hr"))
+        if kind.needs_space != "lr_refiner":  # a 3D stage on the coarse grid has no place maps to meet
+            net3d, entry3d, inner3 = kinds.wrap(net3d, entry3d, channels=len(names), shared=cfg.model3d.shared_variables, spec=spec,
+                                                constrain=kinds.constraint(cfg, frames=window, reads_hr=getattr(net3d, "input_space", "hr") == "hr"))
+            if static is not None:
+                cond.set_static(net3d, static)
+        net, entry_final = kinds.compose(kind, model2d, entry2d, net3d, entry3d, constrain=kinds.constraint(cfg, frames=window))
         prepare_inputs(train_b + val_b + test_b, scale, model2d if source == "sr2d" else None)
         net.to(env.device)
         crop = getattr(net, "crop", 0)
         task = PatchTask(train=train_b, val=val_b, source=source, window=window, crop=crop, scale=scale,
                          patch=fitted("train3d", t3.patch, max(8, 2 * crop + scale)), flips=flips)
-        prefix = kind.param_prefix + inner3
+        prefixes = [kind.param_prefix + p for p in inner3]  # of the configured 3D network's layer names
         histories[pipe] = trainer.fit(task, net, t3, env, ckpt_path=os.path.join(run_dir, f"ckpt_{pipe}.pt"), stop=stop, stage=pipe,
-                                      entry=entry_final, config=cfg_dict, freeze=[prefix + n for n in cfg.model3d.freeze],
-                                      lr_mult={prefix + k: v for k, v in cfg.model3d.lr_mult.items()}, what="model3d")
+                                      entry=entry_final, config=cfg_dict, freeze=[p + n for p in prefixes for n in cfg.model3d.freeze],
+                                      lr_mult={p + k: v for p in prefixes for k, v in cfg.model3d.lr_mult.items()}, what="model3d")
     else:
         prepare_inputs(test_b, scale)
 
@@ -186,33 +190,42 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     if net is not None:
         net.eval()
         methods[pipe] = Method(lambda x, where: cond.run(net, x, where), window=window, source=source, crop=crop)
-    test, per_frame = evaluate_methods(methods, test_b, crop=crop, norm=norm, scale=scale, env=env)
+    test, per_frame = evaluate_methods(methods, test_b, crop=crop, norms=norms, scale=scale, env=env,  # {variable: {method: ...}}
+                                       degradation=(cfg.degrade.method, scale, cfg.degrade.blur_sigma))
     final_net = net if net is not None else model2d
     fingerprint = checkpoint.state_hash(final_net.state_dict())
     log.info("rank %d final parameters sha256 %s", env.rank, fingerprint)
     write_text(os.path.join(run_dir, "logs", f"params_rank{env.rank}.txt"), fingerprint + "\n")
 
+    notes = {stage: note for stage, hist in histories.items() if stage != kinds.STAGE_2D and (note := report.stage_note(stage, hist))}
+    for note in notes.values():
+        log.warning("note: %s", note)
     if env.is_root:
         checkpoint.save_model(os.path.join(run_dir, "model.pt"), checkpoint.ModelFile(
             pipeline=pipe, scale=scale, degrade=cfg.degrade.method, blur_sigma=cfg.degrade.blur_sigma, window=window,
-            pad=cfg.windows.pad, crop=crop, var=train_segs[0].var, normaliser={"lo": norm.lo, "hi": norm.hi, "units": norm.units},
+            pad=cfg.windows.pad, crop=crop, var=names[0], normaliser={"lo": norms[0].lo, "hi": norms[0].hi, "units": norms[0].units},
             net2d=checkpoint.model_entry(model2d, entry2d), model=checkpoint.model_entry(final_net, entry_final), config=cfg_dict,
-            condition=grid_info))
+            condition=grid_info, variables=[{"var": v, "lo": n.lo, "hi": n.hi, "units": n.units} for v, n in zip(names, norms)]))
+        one = len(names) == 1  # one variable: metrics keyed by method, as always; several: by variable, then method
         out = {
             "pipeline": pipe, "scale": scale, "degrade": cfg.degrade.method, "ranks": env.world, "crop": crop,
             "patches": patches, "frame_crops": crops, "notes": train_segs[0].open().notes,
-            "normalisation": {"lo": norm.lo, "hi": norm.hi, "units": norm.units},
-            "metrics": {"test": test}, "per_frame_psnr": per_frame,
-            "history": histories, "seconds": time.time() - t0,
+            "variables": list(names),
+            "normalisation": ({"lo": norms[0].lo, "hi": norms[0].hi, "units": norms[0].units} if one else
+                              {v: {"lo": n.lo, "hi": n.hi, "units": n.units} for v, n in zip(names, norms)}),
+            "metrics": {"test": test[names[0]] if one else test}, "per_frame_psnr": per_frame[names[0]] if one else per_frame,
+            "history": histories, "stage_notes": notes, "seconds": time.time() - t0,
         }
         write_json(os.path.join(run_dir, "metrics.json"), out)
-        text = [f"# hpcvsr run: {pipe}, x{scale} {cfg.degrade.method}, {env.world} rank(s)\n",
-                f"Held-out test ({', '.join(s.name for s in test_segs)}), all methods on the same crop ({crop} px border removed); "
-                f"PSNR/SSIM on data normalised to [{norm.lo:.4g}, {norm.hi:.4g}] {norm.units}, RMSE in {norm.units or 'physical units'}.\n",
-                report.test_table(test, norm.units)]
+        text = [f"# hpcvsr run: {pipe}, x{scale} {cfg.degrade.method}, {env.world} rank(s)\n"]
+        for v, n in zip(names, norms):
+            text += [("" if one else f"\n## variable {v}\n"),
+                     f"Held-out test ({', '.join(s.name for s in test_segs)}), all methods on the same crop ({crop} px border removed); "
+                     f"PSNR/SSIM on {'data' if one else v} normalised to [{n.lo:.4g}, {n.hi:.4g}] {n.units}, RMSE in {n.units or 'physical units'}.\n",
+                     report.test_table(test[v], n.units)]
         for stage, hist in histories.items():
             text += [f"\n## stage {stage}: initial vs final (validation = trailing {cfg.data.val_fraction:.0%} of each training sequence)\n",
-                     report.stage_table(hist)]
+                     report.stage_table(hist)] + ([f"\n**Note:** {notes[stage]}.\n"] if notes.get(stage) else [])
         text.append(f"\nwall time {time.time() - t0:.0f} s\n")
         write_text(os.path.join(run_dir, "table.md"), "".join(text))
         # figures: middle frame of the held-out sequence (crop applied to every panel)
@@ -225,12 +238,13 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
             if net is not None:
                 xin, _, where = window_frames(b, [t], source=source, window=window)
                 panels[pipe] = cond.run(net, xin, where)[0, 0].cpu().numpy()
-        hr_c = shave(hr_y[0], crop).cpu().numpy()
+        hr_c = shave(hr_y[0, 0], crop).cpu().numpy()
         panels["HR"] = hr_c
         best = list(panels)[-2]
         panels[f"|error| {best}"] = abs(panels[best] - hr_c)
-        report.figures(run_dir, panels, per_frame, histories)
-        print(report.test_table(test, norm.units), end="")
+        report.figures(run_dir, panels, per_frame[names[0]], histories)
+        for v, n in zip(names, norms):
+            print(("" if one else f"{v}:\n") + report.test_table(test[v], n.units), end="")
         log.info("done in %.0f s: %s", time.time() - t0, os.path.join(run_dir, "table.md"))
     env.barrier()
     return 0

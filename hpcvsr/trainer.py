@@ -70,6 +70,21 @@ def make_scheduler(opt, kind: str, epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
 
 
+def warm_up(opt, base_lr: list, step: int, steps: float) -> None:
+    """Linear learning-rate warm-up: step ``step`` (counted from the start of training) runs at
+    (step + 1) / ``steps`` of ``base_lr`` until ``steps``. A zero-initialised residual (a 3D stage's
+    last layer, a conditioning or mixing head) otherwise takes full-size Adam steps while its
+    gradients are still tiny and noisy, and knocks the pretrained start off before it learns.
+
+    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    >>> warm_up(opt, [1.0], 0, 4.0); opt.param_groups[0]["lr"]
+    0.25
+    """
+    f = min(1.0, (step + 1) / steps)
+    for g, lr in zip(opt.param_groups, base_lr):
+        g["lr"] = lr * f
+
+
 def masked_mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the targets that are not NaN (missing values); 0 with a gradient if none are."""
     valid = ~torch.isnan(y)
@@ -77,15 +92,26 @@ def masked_mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (d * d).sum() / valid.sum().clamp_min(1)
 
 
-def train_step(model, opt, x, y, masked: bool = False, where=None) -> torch.Tensor:
+def gradient_mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the finite differences along x and y (NaN targets do not count): a loss
+    term that rewards the fine-scale gradients (high wavenumbers) an MSE-trained network smooths away."""
+    dx = masked_mse(out[..., :, 1:] - out[..., :, :-1], y[..., :, 1:] - y[..., :, :-1])
+    dy = masked_mse(out[..., 1:, :] - out[..., :-1, :], y[..., 1:, :] - y[..., :-1, :])
+    return dx + dy
+
+
+def train_step(model, opt, x, y, masked: bool = False, where=None, grad_weight: float = 0.0) -> torch.Tensor:
     """One optimisation step on a per-rank batch; returns the (local) loss, still on the device.
 
     ``masked``: targets are NaN where the data are missing, and those cells do not count.
     ``where``: the samples' places and times, for a conditioned model.
+    ``grad_weight``: weight of the :func:`gradient_mse` term added to the MSE.
     """
     opt.zero_grad(set_to_none=True)
     out = run(model, x, where)
     loss = masked_mse(out, y) if masked else F.mse_loss(out, y)
+    if grad_weight:
+        loss = loss + grad_weight * gradient_mse(out, y)
     loss.backward()
     opt.step()
     return loss.detach()
@@ -161,9 +187,12 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
         origins = task.sample(rng, steps * b_local)
         loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
         t_epoch = time.time()
+        base_lr = sched.get_last_lr()  # this epoch's rates; a warm-up scales them step by step
         for step in range(step0, steps):
+            if tcfg.warmup:
+                warm_up(opt, base_lr, epoch * steps + step, tcfg.warmup * steps)
             x, y, where = task.batch(origins[step * b_local : (step + 1) * b_local])
-            loss_sum += train_step(net, opt, x, y, masked=task.masked, where=where).double()
+            loss_sum += train_step(net, opt, x, y, masked=task.masked, where=where, grad_weight=tcfg.grad_weight).double()
             flags = torch.tensor([float(stop.raised), float(bool(tcfg.max_minutes) and time.time() - t_start > 60 * tcfg.max_minutes)], device=env.device)
             flags = env.all_reduce_max(flags).tolist()  # one collective: every rank decides alike
             if bar is not None:
@@ -182,6 +211,8 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
                 break
         n_steps = (step + 1 - step0) if steps > step0 else 0
         step0 = 0
+        for g, lr in zip(opt.param_groups, base_lr):
+            g["lr"] = lr  # the schedule continues from this epoch's rate
         sched.step()
         loss = float(env.all_reduce_sum(loss_sum.clone())) / max(1, n_steps * env.world)
         val = evaluate(task, model, env, "val")

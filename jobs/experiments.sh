@@ -27,4 +27,16 @@ run p_3d_2d --config configs/swe_3d_2d.yaml
 run x2_valid3d --config configs/quickstart.yaml --set model3d.kwargs="{residual: false, same_padding: false}"
 # moving phantoms
 run phantom --config configs/phantom.yaml
+# a real video clip (Vid4 "walk", luma): x4 blur-decimate, the trailing 20 % of its frames held out
+if [ -d "$SHARED/vid4/walk" ]; then
+  run vid4_walk --config configs/video.yaml --set data.path="$SHARED/vid4/walk"
+  run vid4_walk_c --config configs/video.yaml --set data.path="$SHARED/vid4/walk" --set degrade.constrain=true
+fi
+# the same with the exact consistency constraint (degrade.constrain): outputs degrade back to their inputs
+run x2_bicubic_c --config configs/quickstart.yaml --set degrade.constrain=true
+run x4_point_c --config configs/swe_point_x4.yaml --set degrade.constrain=true
+run x4_blockmean_c --config configs/swe_blockmean_x4.yaml --set degrade.constrain=true
+run phantom_c --config configs/phantom.yaml --set degrade.constrain=true
+# a loss on the finite differences: more high-wavenumber energy, at what PSNR
+run x2_bicubic_grad --config configs/quickstart.yaml --set train2d.grad_weight=1 --set train3d.grad_weight=1
 python -m hpcvsr.summarize "$OUT"/*/ --json "$OUT/summary.json"

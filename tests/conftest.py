@@ -34,6 +34,14 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
 
 
+def swe_file(path, *, frames: int, size: tuple, seed: int):
+    """Generate a shallow-water sequence at ``path`` (.h5 layout, or CF NetCDF for .nc) with the CLI; returns ``path``."""
+    proc = run_cli("hpcvsr.data", "swe", "--frames", str(frames), "--size", str(size[0]), str(size[1]), "--seed", str(seed), "--out", str(path),
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
 def assert_user_error(proc, *fragments):
     """One clear error line, non-zero exit, no traceback."""
     assert proc.returncode != 0, proc.stdout + proc.stderr

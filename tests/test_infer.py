@@ -14,7 +14,7 @@ import torch
 from hpcvsr import metrics
 from hpcvsr.data import degrade as dg
 
-from .conftest import assert_user_error, kill_one_rank, mpi_env, mpirun_cmd, run_cli, run_mpi
+from .conftest import assert_user_error, kill_one_rank, mpi_env, mpirun_cmd, run_cli, run_mpi, swe_file
 
 TINY = ["--set", "data.frames=25", "--set", "data.size=[32,32]", "--set", "train2d.epochs=1", "--set", "train2d.patches_per_epoch=64",
         "--set", "train2d.patch=16", "--set", "train3d.epochs=1", "--set", "train3d.patches_per_epoch=16", "--set", "train3d.patch=16",
@@ -32,10 +32,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    path = tmp_path_factory.mktemp("arch") / "swe300.h5"
-    proc = run_cli("hpcvsr.data", "swe", "--frames", "300", "--size", "128", "128", "--seed", "5", "--out", str(path), "--quiet")
-    assert proc.returncode == 0, proc.stderr
-    return path
+    return swe_file(tmp_path_factory.mktemp("arch") / "swe300.h5", frames=300, size=(128, 128), seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ def _rows(text: str) -> dict:
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 9 and cells[0] in ("bicubic", "2d", "2d_3d") and cells[0] not in rows:
+        if len(cells) in (9, 10) and cells[0] in ("bicubic", "2d", "2d_3d") and cells[0] not in rows:
             rows[cells[0]] = float(cells[1])
     return rows
 

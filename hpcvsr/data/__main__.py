@@ -24,7 +24,7 @@ from . import sources, swe
 
 # swe-only options: argparse dest -> SWEParams field; None when not given (SWEParams' default then)
 SWE_OPTIONS = {"domain_seed": "domain_seed", "topography": "topography", "forcing": "forcing", "forcing_period": "forcing_period_frames",
-               "interval_hours": "interval_hours", "start_date": "start_date"}
+               "interval_hours": "interval_hours", "start_date": "start_date", "output_every": "output_every", "k0": "k0"}
 
 
 def _flag(dest: str) -> str:
@@ -33,7 +33,7 @@ def _flag(dest: str) -> str:
 
 def add_swe_options(p: argparse.ArgumentParser) -> None:
     d = swe.SWEParams
-    g = p.add_argument_group("swe: a place (bottom topography) and a daily cycle")
+    g = p.add_argument_group("swe: a place (bottom topography), a daily cycle, the flow's scales and frame interval")
     g.add_argument("--domain-seed", type=int, metavar="INT",
                    help=f"seed of the bottom and the forcing pattern, independent of --seed (default {d.domain_seed})")
     g.add_argument("--topography", type=float, metavar="FRACTION",
@@ -49,6 +49,11 @@ def add_swe_options(p: argparse.ArgumentParser) -> None:
                         "time coordinate (an .h5 file has none) and sets the forcing's hour of day")
     g.add_argument("--start-date", metavar='"YYYY-MM-DD HH:MM:SS"',
                    help=f"calendar label of the first frame (default {d.start_date}): labels the .nc time coordinate and sets the forcing's hour of day")
+    g.add_argument("--output-every", type=float, metavar="TURNOVERS",
+                   help=f"model time between frames in eddy turnovers (default {d.output_every:g}); smaller: more strongly correlated frames")
+    g.add_argument("--k0", type=float, metavar="CYCLES",
+                   help=f"spectral peak of the initial vortices, cycles per domain (default {d.k0:g}); lower it with the grid size to keep "
+                        "the eddies resolved on small frames")
     g.add_argument("--static-out", metavar="PATH.nc", help="also write the bottom height (orography) as a static CF NetCDF file; needs --topography > 0")
 
 

@@ -16,13 +16,14 @@ import torch
 from ..errors import UserError
 from . import degrade as dg
 from . import windows as win
-from .sequences import open_archive
+from .sequences import MultiArchive, open_archive
 
 
 @dataclass(frozen=True)
 class Segment:
-    """Frames [start, stop) of one variable of one file; ``select`` / ``isel`` choose extra dimensions
-    (pairs of dimension and value), ``rows`` / ``cols`` the spatial crop ((start, stop), or () for all)."""
+    """Frames [start, stop) of the variable ``var`` (and the further variables ``extra``, super-resolved
+    together) of one file; ``select`` / ``isel`` choose extra dimensions (pairs of dimension and value),
+    ``rows`` / ``cols`` the spatial crop ((start, stop), or () for all)."""
 
     path: str
     var: str
@@ -33,16 +34,32 @@ class Segment:
     isel: tuple = ()
     rows: tuple = ()
     cols: tuple = ()
+    extra: tuple = ()
 
     @property
     def n(self) -> int:
         return self.stop - self.start
 
+    @property
+    def variables(self) -> tuple:
+        """Every variable of the segment: one channel each, in this order."""
+        return (self.var, *self.extra)
+
+    @property
+    def label(self) -> str:
+        """``path:var`` (``path:var+var2...`` for several variables), for messages."""
+        return f"{self.path}:{'+'.join(self.variables)}"
+
     def open(self, log: list | None = None):
+        """The reader of the first variable (time, grid, attributes)."""
         return open_archive(self.path, self.var, select=dict(self.select), isel=dict(self.isel), log=log)
 
+    def open_all(self, log: list | None = None) -> MultiArchive:
+        """The reader of every variable, read together as channels."""
+        return MultiArchive(self.path, self.variables, select=dict(self.select), isel=dict(self.isel), log=log)
+
     def read(self, arc, a: int, b: int) -> np.ndarray:
-        """File frames [a, b) of the opened archive ``arc``, cropped."""
+        """File frames [a, b) of the opened reader ``arc``, cropped."""
         return arc.read(a, b, rows=slice(*self.rows) if self.rows else None, cols=slice(*self.cols) if self.cols else None)
 
 
@@ -65,10 +82,21 @@ class Normaliser:
         return x * self.span + self.lo
 
 
+def unit(norms: list, x: torch.Tensor) -> torch.Tensor:
+    """Frames (T, C, H, W) of C variables, each normalised by its own :class:`Normaliser`."""
+    return torch.stack([n.unit(x[:, i]) for i, n in enumerate(norms)], 1)
+
+
+def phys(norms: list, x: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`unit`: (T, C, H, W) back in each variable's physical units."""
+    return torch.stack([n.phys(x[:, i]) for i, n in enumerate(norms)], 1)
+
+
 @dataclass
 class Block:
     """Frames ``read`` = [r0, r1) of a segment (segment-local indices) held by this rank, of which
-    it owns [o0, o1). ``hr`` is normalised (T, H, W) with missing cells filled (:func:`fill_missing`)
+    it owns [o0, o1). ``hr`` is normalised (T, C, H, W) (C variables, :attr:`Segment.variables`, each
+    normalised on its own) with missing cells filled (:func:`fill_missing`)
     and ``mask`` marks the valid ones (None: nothing is missing); ``lr`` is the degradation of ``hr``;
     ``bicubic`` and ``sr2d`` are the inputs a 3D stage may read (bicubic upscale, 2D outputs) over the
     same frames, set by :func:`hpcvsr.data.patches.prepare_inputs`; ``times`` the time features
@@ -92,7 +120,7 @@ class Block:
 
     @classmethod
     def in_memory(cls, hr: torch.Tensor, lr: torch.Tensor, name: str) -> Block:
-        """A block of frames that come from no file (e.g. still images): it owns all of them."""
+        """A block of frames (T, C, H, W) that come from no file (e.g. still images): it owns all of them."""
         n = hr.shape[0]
         return cls(Segment("(memory)", name, 0, n, name), (0, n), (0, n), hr, lr)
 
@@ -119,7 +147,7 @@ class Block:
 
 
 def fill_missing(x: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(frames with missing (NaN) cells filled, validity mask or None when nothing is missing).
+    """(frames (..., H, W) with missing (NaN) cells filled, validity mask or None when nothing is missing).
 
     A missing cell takes the mean of its frame's valid cells (0 for a frame with none), so the
     networks see a smooth field; the mask keeps those cells out of the loss, the metrics and the
@@ -130,43 +158,45 @@ def fill_missing(x: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor
         return x, None
     if bool(torch.isinf(x).any()):
         raise UserError(f"{what} contains infinite values")
-    n = valid.flatten(1).sum(1)
-    mean = torch.where(valid, x, torch.zeros_like(x)).flatten(1).sum(1) / n.clamp_min(1)
-    return torch.where(valid, x, mean[:, None, None].to(x)), valid
+    n = valid.flatten(-2).sum(-1)
+    mean = torch.where(valid, x, torch.zeros_like(x)).flatten(-2).sum(-1) / n.clamp_min(1)
+    return torch.where(valid, x, mean[..., None, None].to(x)), valid
 
 
-def read_block(seg: Segment, world: int, rank: int, halo: int, norm: Normaliser, scale: int, method: str,
+def read_block(seg: Segment, world: int, rank: int, halo: int, norms: list, scale: int, method: str,
                sigma: float = 1.6, pad: str = "replicate", device=None, reads: list | None = None, times: bool = False) -> Block:
-    """Read this rank's block of ``seg`` plus ``halo`` frames each side, normalise and degrade it
-    (and the frames' time features with ``times``)."""
+    """Read this rank's block of ``seg`` plus ``halo`` frames each side, normalise it (``norms``: one
+    :class:`Normaliser` per variable) and degrade it (and the frames' time features with ``times``)."""
     if seg.n < world:
-        raise UserError(f"{seg.path}:{seg.var} frames {seg.start}:{seg.stop} ({seg.n} frames) cannot be shared by {world} ranks; "
+        raise UserError(f"{seg.label} frames {seg.start}:{seg.stop} ({seg.n} frames) cannot be shared by {world} ranks; "
                         "use fewer ranks or more frames")
     own = win.block_range(seg.n, world, rank)
     r0, r1 = win.halo_range(*own, seg.n, halo)
-    arc = seg.open(log=reads)
+    arc = seg.open_all(log=reads)
     try:
         data = seg.read(arc, seg.start + r0, seg.start + r1)
-        feats = torch.from_numpy(arc.time_features(seg.start + r0, seg.start + r1)).to(device) if times else None
+        feats = torch.from_numpy(arc.first.time_features(seg.start + r0, seg.start + r1)).to(device) if times else None
     finally:
         arc.close()
-    hr = norm.unit(torch.from_numpy(data).to(device=device, dtype=torch.float32))
-    dg.check_divisible(hr.shape, scale, what=f"{seg.path}:{seg.var} frame")
-    hr, mask = fill_missing(hr, f"{seg.path}:{seg.var}")
+    hr = unit(norms, torch.from_numpy(data).to(device=device, dtype=torch.float32))
+    dg.check_divisible(hr.shape, scale, what=f"{seg.label} frame")
+    hr, mask = fill_missing(hr, seg.label)
     lr = dg.degrade(hr, scale, method, sigma)
     return Block(seg, own, (r0, r1), hr, lr, pad, mask=mask, times=feats)
 
 
-def local_range(seg: Segment, world: int, rank: int, reads: list | None = None) -> tuple[float, float]:
-    """(min, max) of this rank's own frames of ``seg`` (for the data-derived normalisation)."""
+def local_range(seg: Segment, world: int, rank: int, reads: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-variable (min, max) arrays (C,) of this rank's own frames of ``seg`` (for the data-derived
+    normalisation); missing cells (NaN) do not count."""
     a, b = win.block_range(seg.n, world, rank)
-    arc = seg.open(log=reads)
+    arc = seg.open_all(log=reads)
+    lo, hi = np.full(len(seg.variables), np.inf), np.full(len(seg.variables), -np.inf)
     try:
-        lo, hi = np.inf, -np.inf
         for i in range(a, b, 64):
             x = seg.read(arc, seg.start + i, seg.start + min(b, i + 64))
-            if np.isfinite(x).any():  # missing cells (NaN) do not count
-                lo, hi = min(lo, float(np.nanmin(x))), max(hi, float(np.nanmax(x)))
+            for c in range(x.shape[1]):
+                if np.isfinite(x[:, c]).any():
+                    lo[c], hi[c] = min(lo[c], float(np.nanmin(x[:, c]))), max(hi[c], float(np.nanmax(x[:, c])))
     finally:
         arc.close()
     return lo, hi

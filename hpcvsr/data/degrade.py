@@ -7,6 +7,9 @@
   (conservative cell averaging: what a coarse finite-volume grid holds; mass is preserved) and
   ``point`` (sampling every s-th pixel: aliased, so neighbouring frames carry sub-pixel detail).
 * :func:`upscale` is the interpolation baseline: nearest, bilinear or bicubic (MATLAB).
+* :func:`project` makes a high-resolution field consistent with its low-resolution input: the
+  smallest change after which degrading it reproduces the input (exact to round-off; with block
+  mean the cell averages, and so the mass, are the input's).
 
 Images are float tensors of shape (..., H, W). Resizing is separable and linear, so each
 dimension is a dense (out, in) matrix built once per size and applied with two matmuls.
@@ -158,3 +161,54 @@ def upscale(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Tenso
     if method == "nearest":
         return x.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
     return imresize(x, (h * scale, w * scale), kernel=method)
+
+
+@functools.lru_cache(maxsize=64)
+def axis_matrix(method: str, n: int, scale: int, sigma: float = 1.6) -> np.ndarray:
+    """Dense (n / scale, n) float64 matrix of degradation ``method`` along one axis: every
+    degradation is separable, so ``degrade(x) == M_h @ x @ M_w.T``.
+
+    >>> axis_matrix("block_mean", 4, 2)
+    array([[0.5, 0.5, 0. , 0. ],
+           [0. , 0. , 0.5, 0.5]])
+    """
+    m = n // scale
+    if method == "bicubic":
+        return resize_matrix(n, m)
+    if method == "block_mean":
+        return np.kron(np.eye(m), np.full((1, scale), 1.0 / scale))
+    if method == "point":
+        return np.eye(n)[::scale]
+    if method == "blur":  # 13-tap Gaussian with reflected borders, then every scale-th pixel
+        g = gaussian_1d(sigma, 13).numpy()
+        pad = len(g) // 2
+        full = np.zeros((n, n))
+        for j in range(n):
+            for k, gk in enumerate(g):
+                i = j + k - pad
+                i = -i if i < 0 else (2 * (n - 1) - i if i > n - 1 else i)  # reflect (edge not repeated), as F.pad
+                full[j, i] += gk
+        return full[::scale]
+    raise UserError(f"unknown degradation '{method}' (choose from {', '.join(DEGRADATIONS)})")
+
+
+@functools.lru_cache(maxsize=64)
+def _projector(method: str, n: int, scale: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(M, M^T (M M^T)^-1) along one axis, float64."""
+    m = axis_matrix(method, n, scale, sigma)
+    return m, m.T @ np.linalg.inv(m @ m.T)
+
+
+def project(y: torch.Tensor, lr: torch.Tensor, scale: int, method: str, sigma: float = 1.6) -> torch.Tensor:
+    """The field nearest to ``y`` (..., H, W) (least squares) whose degradation is ``lr`` (..., H/s, W/s).
+
+    With M_h, M_w the operator's axis matrices (:func:`axis_matrix`), the residual
+    R = lr - M_h y M_w^T is put back as y + A_h R A_w^T with A = M^T (M M^T)^-1, so that
+    degrade(result) = lr up to the round-off of y's precision. Differentiable (a linear map of y and lr).
+    """
+    h, w = y.shape[-2:]
+    (mh, ah), (mw, aw) = _projector(method, h, scale, sigma), _projector(method, w, scale, sigma)
+    mh, ah, mw, aw = (torch.from_numpy(a).to(y.device) for a in (mh, ah, mw, aw))
+    # in float64: (M M^T)^-1 amplifies round-off of the residual by its condition number (265 for blur x2)
+    residual = lr.double() - mh @ y.double() @ mw.T
+    return y + (ah @ residual @ aw.T).to(y.dtype)

@@ -1,7 +1,7 @@
 """What a model reads from a rank's blocks: random training patches and whole-frame windows.
 
 * :func:`prepare_inputs` adds the buffers a 3D stage reads (bicubic upscale, 2D outputs);
-* :func:`window_frames` gives inputs (k, window, ...) and cropped targets for whole frames;
+* :func:`window_frames` gives inputs (:func:`model_input`) and cropped targets for whole frames;
 * :class:`PatchTask` samples random patches (2D) or windows of patches (3D) from a rank's own
   frames for training, and evaluates whole frames on the training and validation blocks.
 """
@@ -18,15 +18,24 @@ from . import degrade as dg
 from . import windows as win
 
 
+def model_input(x: torch.Tensor) -> torch.Tensor:
+    """What a network reads from samples of buffer frames (N, window, C, h, w) of C variables:
+    a 2D network (window 1) (N, C, h, w); a 3D network (N, window, h, w) for one variable and
+    (N, window, C, h, w) for several (:class:`hpcvsr.models.variables.Variables`)."""
+    if x.shape[1] == 1:
+        return x[:, 0]
+    return x[:, :, 0] if x.shape[2] == 1 else x
+
+
 @torch.no_grad()
 def frames_through(model, frames: torch.Tensor, batch: int = 8, times: torch.Tensor | None = None) -> torch.Tensor:
-    """Run a 2D model over (T, h, w) whole LR frames (time features ``times`` (T, 4)) -> (T, H, W)."""
+    """Run a 2D model over (T, C, h, w) whole LR frames (time features ``times`` (T, 4)) -> (T, C, H, W)."""
     model.eval()
     out = []
     for i in range(0, len(frames), batch):
-        x = frames[i : i + batch].unsqueeze(1)
+        x = frames[i : i + batch]
         where = Where.at(len(x), times=None if times is None else times[i : i + batch, None], device=x.device)
-        out.append(run(model, x, where).squeeze(1))
+        out.append(run(model, x, where))
     model.train()
     return torch.cat(out)
 
@@ -41,12 +50,12 @@ def prepare_inputs(blocks: list, scale: int, model2d=None) -> None:
 
 
 def window_frames(b: bl.Block, centres, *, source: str = "lr", window: int = 1, crop: int = 0) -> tuple[torch.Tensor, torch.Tensor, Where]:
-    """Inputs (k, window, ...) read from buffer ``source``, targets (k, H - 2 crop, W - 2 crop) and
-    where the whole frames lie (their time features when the block has them)."""
+    """Inputs read from buffer ``source`` (:func:`model_input`), targets (k, C, H - 2 crop, W - 2 crop)
+    and where the whole frames lie (their time features when the block has them)."""
     idx = torch.from_numpy(b.window_index(centres, window)).to(b.hr.device)
     hr = mt.shave(b.target(np.asarray(centres) - b.read[0]), crop)
     times = None if b.times is None else b.times[idx.reshape(len(idx), -1)]
-    return b.buffer(source)[idx], hr, Where.at(len(idx), times=times, device=b.hr.device)
+    return model_input(b.buffer(source)[idx]), hr, Where.at(len(idx), times=times, device=b.hr.device)
 
 
 class PatchTask:
@@ -85,10 +94,10 @@ class PatchTask:
             idx = b.window_index([t], self.window)[0]
             buf = b.buffer(self.source)
             if self.source == "lr":
-                xi = buf[idx, y // s : (y + p) // s, x // s : (x + p) // s]
+                xi = buf[idx, :, y // s : (y + p) // s, x // s : (x + p) // s]
             else:
-                xi = buf[idx, y : y + p, x : x + p]
-            yi = b.target((t - b.read[0], slice(y + c, y + p - c), slice(x + c, x + p - c)))[None]
+                xi = buf[idx, :, y : y + p, x : x + p]
+            yi = b.target((t - b.read[0], slice(None), slice(y + c, y + p - c), slice(x + c, x + p - c)))
             dims = [d for d, bit in ((-1, 1), (-2, 2)) if flip & bit]
             if dims:
                 xi, yi = xi.flip(dims), yi.flip(dims)
@@ -99,7 +108,7 @@ class PatchTask:
         dev = xs[0].device
         where = Where(torch.as_tensor(origins[:, 2], device=dev), torch.as_tensor(origins[:, 3], device=dev),
                       torch.stack(ts) if ts else None)
-        return torch.stack(xs), torch.stack(ys), where
+        return model_input(torch.stack(xs)), torch.stack(ys), where
 
     def evaluate(self, model, split: str) -> mt.MetricSums:
         acc = mt.MetricSums(data_range=1.0)
@@ -110,5 +119,5 @@ class PatchTask:
                 centres = centres[: self.train_eval_frames]
             for i in range(0, len(centres), self.eval_batch):
                 x, y, where = window_frames(b, centres[i : i + self.eval_batch], source=self.source, window=self.window, crop=self.crop)
-                acc.update(run(model, x, where).squeeze(1), y)
+                acc.update(run(model, x, where), y)
         return acc

@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from .. import config as config_mod
 from ..errors import UserError
 from . import blocks as bl
 from . import sequences, sources
@@ -29,17 +30,19 @@ def _ensure(path: str, make, env) -> None:
     env.barrier()
 
 
-def file_segment(cfg, path: str, var: str, start: int = 0, stop: int | None = None, name: str = "") -> bl.Segment:
-    """A segment of ``path`` with the configured selection and the crop to a size divisible by the scale."""
+def file_segment(cfg, path: str, var: str, start: int = 0, stop: int | None = None, name: str = "", extra: tuple = ()) -> bl.Segment:
+    """A segment of variable ``var`` (and ``extra`` ones) of ``path`` with the configured selection and
+    the crop to a size divisible by the scale; the variables must share their frames and grid."""
     d, scale = cfg.data, cfg.degrade.scale
     select, isel = tuple(sorted(d.select.items())), tuple(sorted(d.isel.items()))
-    arc = sequences.open_archive(path, var, select=dict(select), isel=dict(isel))
+    seg = bl.Segment(path, var, start, 0, name, select, isel, extra=tuple(extra))
+    arc = seg.open_all()
     try:
         T, H, W = arc.shape
     finally:
         arc.close()
-    rows, cols = frame_crop(f"{path}:{var}", H, W, scale, d.crop)
-    return bl.Segment(path, var, start, T if stop is None else stop, name, select, isel, rows, cols)
+    rows, cols = frame_crop(seg.label, H, W, scale, d.crop)
+    return replace(seg, stop=T if stop is None else stop, rows=rows, cols=cols)
 
 
 def frame_crop(where: str, height: int, width: int, scale: int, mode: str) -> tuple[tuple, tuple]:
@@ -59,8 +62,9 @@ def check_inputs(cfg) -> None:
     if d.source == "archive":
         if not d.path:
             raise UserError("data.path must name the input when data.source is 'archive'")
+        first, *extra = config_mod.variables(cfg)
         for path in filter(None, (d.path, d.test_path)):
-            seg = file_segment(cfg, path, d.var)
+            seg = file_segment(cfg, path, first, extra=extra)
             if cfg.condition.time_features:
                 check_time(seg)
             if d.static.vars:
@@ -174,7 +178,7 @@ def _split(seg: bl.Segment, val_fraction: float) -> tuple[bl.Segment, bl.Segment
     try:
         (a, b), (c, e) = win.split_train_val(seg.stop, val_fraction)
     except ValueError as exc:
-        raise UserError(f"{seg.path}:{seg.var}: {exc}") from None
+        raise UserError(f"{seg.label}: {exc}") from None
     return replace(seg, start=a, stop=b, name="train"), replace(seg, start=c, stop=e, name="val")
 
 
@@ -182,29 +186,30 @@ def segments(cfg, env, data_dir: str, kind) -> tuple[list, list, list]:
     """(train, val, test) lists of segments; ``kind`` is the pipeline kind (for the window length)."""
     d = cfg.data
     train_files: list[bl.Segment] = []  # whole files (or their leading part) to split into training and validation
+    names = config_mod.variables(cfg)
     if d.source in sources.GENERATED:
-        var = sources.generated_var(d.source, d.var)
+        var, *extra = (sources.generated_var(d.source, v) for v in names)
         if d.test_seed in d.seeds:
             raise UserError(f"data.test_seed {d.test_seed} is also a training seed; the held-out sequence must be unseen")
         paths = {}
         for seed in list(d.seeds) + [d.test_seed]:
             paths[seed] = os.path.join(data_dir, f"{d.source}_seed{seed}_{d.frames}x{d.size[0]}x{d.size[1]}.h5")
             _ensure(paths[seed], lambda s=seed: sources.generate(d.source, d.frames, d.size, s), env)
-        train_files = [bl.Segment(paths[s], var, 0, d.frames) for s in d.seeds]
-        test = [bl.Segment(paths[d.test_seed], var, 0, d.frames, f"seed {d.test_seed}")]
+        train_files = [bl.Segment(paths[s], var, 0, d.frames, extra=tuple(extra)) for s in d.seeds]
+        test = [bl.Segment(paths[d.test_seed], var, 0, d.frames, f"seed {d.test_seed}", extra=tuple(extra))]
     else:
         if not d.path:
             raise UserError(f"data.path must name the input when data.source is '{d.source}'")
-        path, test_path, var = d.path, d.test_path, d.var
+        path, test_path, (var, *extra) = d.path, d.test_path, names
         if d.source == "video":
             path, var = os.path.join(data_dir, "video.h5"), "y"
             _ensure(path, lambda: sources.video(d.path), env)
             if d.test_path:
                 test_path = os.path.join(data_dir, "video_test.h5")
                 _ensure(test_path, lambda: sources.video(d.test_path), env)
-        whole = file_segment(cfg, path, var)
+        whole = file_segment(cfg, path, var, extra=extra)
         if test_path:
-            test = [file_segment(cfg, test_path, var, name="held-out file")]
+            test = [file_segment(cfg, test_path, var, name="held-out file", extra=extra)]
             train_files = [whole]
         else:  # hold out the trailing frames of the one file
             (_, cut), _ = win.split_train_val(whole.stop, d.val_fraction)
@@ -218,32 +223,38 @@ def segments(cfg, env, data_dir: str, kind) -> tuple[list, list, list]:
     need = kind.window(cfg.windows.size)
     for s in train + val + test:
         if s.n < max(need, env.world):
-            raise UserError(f"{s.path}:{s.var} {s.name} has {s.n} frames; at least {max(need, env.world)} are needed "
+            raise UserError(f"{s.label} {s.name} has {s.n} frames; at least {max(need, env.world)} are needed "
                             f"(a {need}-frame window and one frame per rank)")
     return train, val, test
 
 
-def normaliser(cfg, env, train: list, reads: list | None = None) -> bl.Normaliser:
+def normaliser(cfg, env, train: list, reads: list | None = None) -> list:
+    """One :class:`~hpcvsr.data.blocks.Normaliser` per variable: fixed, or the range of its training
+    frames reduced over every rank (all variables in one collective each for min and max)."""
     d = cfg.data
-    arc = train[0].open()
-    units = str(arc.units or "")
-    arc.close()
+    names = train[0].variables
+    units = []
+    for v in names:
+        arc = sequences.open_archive(train[0].path, v, select=dict(train[0].select), isel=dict(train[0].isel))
+        units.append(str(arc.units or ""))
+        arc.close()
     if d.normalise == "none":
-        return bl.Normaliser(0.0, 1.0, units)
+        return [bl.Normaliser(0.0, 1.0, u) for u in units]
     if d.normalise == "fixed":
-        return bl.Normaliser(float(d.norm_range[0]), float(d.norm_range[1]), units)
-    lo, hi = np.inf, -np.inf
+        return [bl.Normaliser(float(d.norm_range[0]), float(d.norm_range[1]), u) for u in units]
+    lo, hi = np.full(len(names), np.inf), np.full(len(names), -np.inf)
     for s in train:
         a, b = bl.local_range(s, env.world, env.rank, reads)
-        lo, hi = min(lo, a), max(hi, b)
-    lo = float(env.all_reduce_min(torch.tensor([lo], dtype=torch.float64, device=env.device)).item())
-    hi = float(env.all_reduce_max(torch.tensor([hi], dtype=torch.float64, device=env.device)).item())
-    if not hi > lo:
-        raise UserError(f"training data of {train[0].path}:{train[0].var} is constant ({lo}); nothing to normalise")
-    return bl.Normaliser(lo, hi, units)
+        lo, hi = np.minimum(lo, a), np.maximum(hi, b)
+    lo = env.all_reduce_min(torch.tensor(lo, dtype=torch.float64, device=env.device)).tolist()
+    hi = env.all_reduce_max(torch.tensor(hi, dtype=torch.float64, device=env.device)).tolist()
+    for v, a, b in zip(names, lo, hi):
+        if not b > a:
+            raise UserError(f"training data of {train[0].path}:{v} is constant ({a}); nothing to normalise")
+    return [bl.Normaliser(float(a), float(b), u) for a, b, u in zip(lo, hi, units)]
 
 
-def load_blocks(segs: list, cfg, env, norm: bl.Normaliser, halo: int, reads: list | None = None) -> list:
+def load_blocks(segs: list, cfg, env, norms: list, halo: int, reads: list | None = None) -> list:
     g = cfg.degrade
-    return [bl.read_block(s, env.world, env.rank, halo, norm, g.scale, g.method, sigma=g.blur_sigma, pad=cfg.windows.pad,
+    return [bl.read_block(s, env.world, env.rank, halo, norms, g.scale, g.method, sigma=g.blur_sigma, pad=cfg.windows.pad,
                           device=env.device, reads=reads, times=cfg.condition.time_features) for s in segs]

@@ -182,6 +182,44 @@ def open_archive(path: str, var: str, *, select: dict | None = None, isel: dict 
     return Archive(path, var, log=log)
 
 
+class MultiArchive:
+    """Several variables of one file read together: ``read(a, b, rows, cols)`` gives (b - a, C, h, w).
+
+    The variables must share their frames and grid (the same shape; the first variable's time and
+    grid coordinates describe them all). Everything else (time features, grid, units, attributes)
+    is asked of ``first`` or of ``parts``.
+    """
+
+    def __init__(self, path: str, variables, *, select: dict | None = None, isel: dict | None = None, log: list | None = None):
+        self.parts = []
+        try:
+            for v in variables:
+                self.parts.append(open_archive(path, v, select=select, isel=isel, log=log))
+        except BaseException:
+            self.close()
+            raise
+        self.first = self.parts[0]
+        shapes = {a.var: tuple(a.shape) for a in self.parts}
+        if len(set(shapes.values())) > 1:
+            self.close()
+            raise UserError(f"{path}: the variables to super-resolve together must have the same frames and grid, but their shapes are "
+                            + ", ".join(f"{k} {v}" for k, v in shapes.items()))
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.first.shape)
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def read(self, start: int, stop: int, rows=None, cols=None) -> np.ndarray:
+        return np.stack([a.read(start, stop, rows, cols) for a in self.parts], axis=1)
+
+    def close(self) -> None:
+        for a in self.parts:
+            a.close()
+
+
 def read_frames(path: str, var: str, start: int = 0, stop: int | None = None) -> np.ndarray:
     arc = open_archive(path, var)
     try:

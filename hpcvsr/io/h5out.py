@@ -13,7 +13,8 @@ Two ways to write, chosen at run time:
   :func:`consolidate` copies it into one plain file.
 
 Either way the final name appears only when every rank has finished (rename by rank 0), and a
-rerun skips the chunks already written. Per-frame metric rows are stored beside ``sr``.
+rerun skips the chunks already written. Per-frame metric rows are stored beside ``sr``: ``sr`` is
+(T, H, W) for one variable and (T, C, H, W) for C variables, the rows (T,) and (T, C).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class SROutput:
         self.path, self.shape, self.env, self.chunks = path, tuple(int(s) for s in shape), env, chunk_list
         self.partial, self.parts = path + ".partial", path + ".parts"
         self.metrics, self.attrs = metrics, dict(attrs)
+        self.row_shape = self.shape[1:2] if len(self.shape) == 4 else ()  # sr (T, C, H, W): one metric row per frame and variable
         self.compression = compression or None
         self.mode = "mpio" if mpi_h5py() and env.distributed else "parts"
         self.layout = {"frames": self.shape[0], "shape": list(self.shape), "chunks": [list(c) for c in chunk_list],
@@ -85,7 +87,7 @@ class SROutput:
         if self.metrics:
             g = f.create_group("metrics")
             for k in FRAME_FIELDS:
-                g.create_dataset(f"frame_{k}", shape=(shape[0],), dtype="f8", fillvalue=np.nan)
+                g.create_dataset(f"frame_{k}", shape=(shape[0], *self.row_shape), dtype="f8", fillvalue=np.nan)
         for k, v in self.attrs.items():
             f.attrs[k] = v
         f.attrs["layout"] = json.dumps(self.layout)

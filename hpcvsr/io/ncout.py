@@ -192,30 +192,45 @@ def _checked(x, a: int, b: int, shape: tuple, pack: dict | None, fill: bool) -> 
     return x
 
 
-def write_cf(dst: str, *, frames, n_frames: int, meta: dict, grid: dict, var: str, history: str, fill_value: float | None,
+def write_cf(dst: str, *, frames, n_frames: int, meta: dict, grid: dict, var: str | list, history: str, fill_value=None,
              pack: dict | None = None, compression: bool = True, frame_metrics: dict | None = None, global_attrs: dict | None = None,
-             chunk: int = 16) -> None:
+             var_attrs: list | None = None, chunk: int = 16) -> None:
     """Write ``n_frames`` frames, ``frames(a, b) -> (b - a, H, W)`` float32 (NaN = missing), as a CF NetCDF-4 file.
 
     ``meta`` is the input's ``CFArchive.describe()`` (its time values must cover exactly these
     frames); ``grid`` the output's horizontal coordinates (``fine_grid``), whose lengths give H
     and W. The variable ``var`` gets the dims (input frames dim, ydim, xdim), chunks of one frame,
     zlib when ``compression``; ``_FillValue = fill_value`` when not None (NaN needs one).
-    ``frame_metrics`` {name: (n_frames,) values} become variables on the time dim; ``global_attrs``
-    are added as ``hpcvsr_<name>``. Existing ``dst`` is replaced (the caller checks overwriting).
+    Several variables: ``var`` is a list of C names, ``frames(a, b)`` gives (b - a, C, H, W),
+    ``fill_value`` one value or a list, and ``var_attrs`` each variable's attributes (default:
+    ``meta``'s). ``frame_metrics`` {name: (n_frames,) values} become variables on the time dim;
+    ``global_attrs`` are added as ``hpcvsr_<name>``. Existing ``dst`` is replaced (the caller
+    checks overwriting).
     """
     import netCDF4 as nc
     if n_frames < 1:
         raise ValueError("nothing to write: n_frames < 1")
+    names = [var] if isinstance(var, str) else list(var)
+    fills = list(fill_value) if isinstance(fill_value, (list, tuple)) else [fill_value] * len(names)
+    attrs = list(var_attrs) if var_attrs is not None else [meta.get("attrs", {})] * len(names)
+    if not len(names) == len(fills) == len(attrs):
+        raise ValueError(f"{len(names)} variables, {len(fills)} fill values and {len(attrs)} attribute sets")
     if pack is not None:
         if str(pack.get("dtype", "int16")) != "int16":
             raise ValueError(f"only int16 packing is supported, not {pack['dtype']}")
+        if len(names) > 1:
+            raise ValueError("packing takes one variable")
         pack = {"lo": float(pack["lo"]), "hi": float(pack["hi"])}
         scale, offset = packing(pack["lo"], pack["hi"])
+
+    def read(a: int, b: int) -> np.ndarray:  # (b - a, C, H, W)
+        x = np.asarray(frames(a, b), dtype=np.float32)
+        return x if isinstance(var, list) else x[:, None]
+
     tdim, ydim, xdim = meta["dims"][0] or "time", grid["ydim"], grid["xdim"]
-    first = np.asarray(frames(0, min(chunk, n_frames)), dtype=np.float32)
+    first = read(0, min(chunk, n_frames))
     sizes = _grid_sizes(grid)
-    shape = (sizes.get(ydim, first.shape[-2] if first.ndim == 3 else -1), sizes.get(xdim, first.shape[-1] if first.ndim == 3 else -1))
+    shape = (sizes.get(ydim, first.shape[-2] if first.ndim == 4 else -1), sizes.get(xdim, first.shape[-1] if first.ndim == 4 else -1))
     with atomic_path(dst) as partial:
         with nc.Dataset(partial, "w", format="NETCDF4") as f:
             _write_globals(f, meta, history, global_attrs)
@@ -226,24 +241,28 @@ def write_cf(dst: str, *, frames, n_frames: int, meta: dict, grid: dict, var: st
             mapping = meta.get("grid_mapping")
             if mapping:
                 _set_attrs(f.createVariable(mapping["name"], "i4", ()), mapping["attrs"])
-            if pack is not None:
-                v = f.createVariable(var, "i2", (tdim, ydim, xdim), fill_value=np.int16(PACK_FILL), zlib=compression, complevel=4,
-                                     shuffle=compression, chunksizes=(1, *shape))
-            else:
-                fill = np.float32(fill_value) if fill_value is not None else None
-                v = f.createVariable(var, "f4", (tdim, ydim, xdim), fill_value=fill, zlib=compression, complevel=4,
-                                     shuffle=compression, chunksizes=(1, *shape))
-            _set_attrs(v, meta.get("attrs", {}), DROP_VAR_ATTRS)
-            if mapping:
-                v.setncattr("grid_mapping", mapping["name"])
-            if aux:
-                v.setncattr("coordinates", " ".join(aux))
-            if pack is not None:
-                v.setncattr("scale_factor", np.float64(scale))
-                v.setncattr("add_offset", np.float64(offset))
+            out = []
+            for name, fill, var_meta in zip(names, fills, attrs):
+                if pack is not None:
+                    v = f.createVariable(name, "i2", (tdim, ydim, xdim), fill_value=np.int16(PACK_FILL), zlib=compression, complevel=4,
+                                         shuffle=compression, chunksizes=(1, *shape))
+                else:
+                    v = f.createVariable(name, "f4", (tdim, ydim, xdim), fill_value=np.float32(fill) if fill is not None else None,
+                                         zlib=compression, complevel=4, shuffle=compression, chunksizes=(1, *shape))
+                _set_attrs(v, var_meta, DROP_VAR_ATTRS)
+                if mapping:
+                    v.setncattr("grid_mapping", mapping["name"])
+                if aux:
+                    v.setncattr("coordinates", " ".join(aux))
+                if pack is not None:
+                    v.setncattr("scale_factor", np.float64(scale))
+                    v.setncattr("add_offset", np.float64(offset))
+                out.append((v, pack is not None or fill is not None))
             _write_metrics(f, tdim, frame_metrics or {}, n_frames)
-            has_fill = pack is not None or fill_value is not None
             for a in range(0, n_frames, chunk):
                 b = min(n_frames, a + chunk)
-                x = first if a == 0 else frames(a, b)
-                v[a:b] = _checked(x, a, b, shape, pack, has_fill)
+                x = first if a == 0 else read(a, b)
+                if x.shape[1] != len(names):
+                    raise ValueError(f"frames({a}, {b}) gave {x.shape[1]} variables, expected {len(names)}")
+                for c, (v, has_fill) in enumerate(out):
+                    v[a:b] = _checked(x[:, c], a, b, shape, pack, has_fill)

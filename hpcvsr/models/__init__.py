@@ -1,15 +1,18 @@
 """Networks. Every model is a plain ``nn.Module`` built from keyword arguments.
 
 2D models map a low-resolution frame batch (N, 1, h, w) to (N, 1, s*h, s*w). 3D models map a
-window batch (N, T, H, W) of consecutive frames to the centre frame (N, 1, H', W'); their
+window batch (N, T, H, W) of consecutive frames to the centre frame (N, 1, H', W'); several
+variables at once are :class:`Variables` of one of them (channels C instead of 1); their
 ``input_space`` says whether the frames are high-resolution ('hr': 2D outputs or bicubic) or
 low-resolution ('lr').
 """
 
 from .composite import Joint2D3D, Reverse3D2D
 from .conditioning import Conditioned
+from .constraint import Constrained
 from .fsrcnn import FSRCNN, ClimateFSRCNN
 from .srcnn import SRCNN
+from .variables import Variables
 from .vsr3d import VSR3D, SRNet3D
 
 MODELS = {
@@ -21,6 +24,8 @@ MODELS = {
     "joint2d3d": Joint2D3D,  # compositions: built from their parts (net2d, net3d), not from a scale
     "reverse3d2d": Reverse3D2D,
     "conditioned": Conditioned,  # a network plus place/time conditioning: built from its part (net) and kwargs
+    "variables": Variables,  # a network shared by several variables plus a mixing head: from its part (net) and kwargs
+    "constrained": Constrained,  # a network plus the exact consistency projection onto its input: from its part (net) and kwargs
 }
 
 MODELS_2D = ("srcnn", "fsrcnn", "climate_fsrcnn")

@@ -74,6 +74,15 @@ def run(model: nn.Module, x: torch.Tensor, where: Where | None):
     return model(x)
 
 
+def set_static(model: nn.Module, fields: torch.Tensor) -> None:
+    """Store the covariate maps in every :class:`Conditioned` part of ``model`` (however it is wrapped)."""
+    parts = [m for m in model.modules() if isinstance(m, Conditioned)]
+    if not parts:
+        raise RuntimeError("set_static on a model without a Conditioned part")  # programming error
+    for m in parts:
+        m.set_static(fields)
+
+
 def cut(maps: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(N, C, height, width) windows of ``maps`` (C, H, W) starting at (rows[i], cols[i])."""
     r = rows[:, None] + torch.arange(height, device=maps.device)
@@ -86,14 +95,16 @@ class Conditioned(nn.Module):
 
     ``grid`` is the high-resolution (H, W) the place channels cover; ``static`` the number of
     covariate maps (values set by :meth:`set_static` or loaded with the state), ``location`` the
-    number of learned maps, ``time`` whether time features are used. The wrapped network is one
+    number of learned maps, ``time`` whether time features are used, ``channels`` the number of
+    variables the network outputs (:class:`~hpcvsr.models.variables.Variables`). The wrapped network is one
     stage (compositions pass their :class:`Where` to conditioned parts) and its output must lie on
     the high-resolution grid.
     """
 
     takes_where = True
 
-    def __init__(self, net: nn.Module, *, grid: list, static: int = 0, location: int = 0, time: bool = False, width: int = 32):
+    def __init__(self, net: nn.Module, *, grid: list, static: int = 0, location: int = 0, time: bool = False, width: int = 32,
+                 channels: int = 1):
         super().__init__()
         height, width_px = int(grid[0]), int(grid[1])
         self.net, self.grid = net, (height, width_px)
@@ -104,8 +115,8 @@ class Conditioned(nn.Module):
         self.location = nn.Parameter(0.01 * torch.randn(location, height, width_px)) if location else None
         self.n_time = N_BASIS if time else 0
         places = static + location
-        cin = 1 + places + self.n_time + places * self.n_time
-        self.head = nn.Sequential(conv(cin, width, 3), prelu(0.0), conv(width, width, 3), prelu(0.0), conv(width, 1, 3))
+        cin = channels + places + self.n_time + places * self.n_time
+        self.head = nn.Sequential(conv(cin, width, 3), prelu(0.0), conv(width, width, 3), prelu(0.0), conv(width, channels, 3))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
@@ -122,7 +133,7 @@ class Conditioned(nn.Module):
         return torch.cat(maps)
 
     def forward(self, x: torch.Tensor, where: Where) -> torch.Tensor:
-        y = self.net(x)  # (N, 1, h, w)
+        y = self.net(x)  # (N, channels, h, w)
         n, _, h, w = y.shape
         parts = [y]
         maps = self.places()
