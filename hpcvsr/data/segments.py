@@ -233,11 +233,9 @@ def normaliser(cfg, env, train: list, reads: list | None = None) -> list:
     frames reduced over every rank (all variables in one collective each for min and max)."""
     d = cfg.data
     names = train[0].variables
-    units = []
-    for v in names:
-        arc = sequences.open_archive(train[0].path, v, select=dict(train[0].select), isel=dict(train[0].isel))
-        units.append(str(arc.units or ""))
-        arc.close()
+    arcs = train[0].open_all()
+    units = [str(a.units or "") for a in arcs.parts]
+    arcs.close()
     if d.normalise == "none":
         return [bl.Normaliser(0.0, 1.0, u) for u in units]
     if d.normalise == "fixed":
