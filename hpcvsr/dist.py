@@ -21,6 +21,7 @@ import contextlib
 import datetime
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,6 +58,25 @@ def detect(environ=None) -> tuple[str, int, int, int]:
                 continue  # mpirun inside an allocation: Open MPI's variables describe this job
             return name, int(env[r]), int(env[w]), int(local)
     return "single", 0, 1, 0
+
+
+def mpirun_command(n: int) -> list[str]:
+    """The command prefix that starts ``n`` ranks of a Python module on this node (benchmarks and
+    sweeps that launch themselves): the environment's ``mpirun`` (the PyPI Open MPI sits next to the
+    interpreter), else the one on PATH."""
+    exe = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    exe = exe if os.path.exists(exe) else shutil.which("mpirun")
+    if not exe:
+        raise UserError("more than one rank needs mpirun (pip install 'hpcvsr[mpi]')")
+    return [exe, "-n", str(n), "--oversubscribe"]
+
+
+def launch_env() -> dict:
+    """The environment for :func:`mpirun_command`'s children (Open MPI refuses root without these)."""
+    env = dict(os.environ)
+    if os.geteuid() == 0:
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return env
 
 
 def _free_port() -> int:
@@ -142,7 +162,17 @@ def pick_device(choice: str, local_rank: int) -> torch.device:
         raise UserError("device 'cuda' requested but no CUDA device is available")
     dev = torch.device("cuda", local_rank % torch.cuda.device_count())
     torch.cuda.set_device(dev)
+    torch.backends.cudnn.benchmark = True  # the shapes repeat (patches, chunks): pick the fastest kernels once
     return dev
+
+
+def to_device(a, device: torch.device) -> torch.Tensor:
+    """A host array as a tensor on ``device``: through pinned memory and an asynchronous copy on a
+    GPU (the copy overlaps the work already queued), as is on a CPU."""
+    t = torch.from_numpy(a)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
 
 
 def init(device: str = "auto", threads: int = 0, timeout_s: float | None = None) -> DistEnv:

@@ -10,7 +10,6 @@ indices, so a frame's result does not depend on how frames are spread over ranks
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np
@@ -23,18 +22,21 @@ from .data.blocks import Normaliser
 from .data.patches import model_input
 from .data.segments import axis_mismatch
 from .errors import UserError
-from .models import from_entry
+from .models import VSR3D, from_entry
 from .models.conditioning import Where, run
+from .models.lowering import lower
 
 
 class Predictor:
     """A trained run's networks, applied to normalised LR frames.
 
     ``tile`` is the spatial tile side in HR pixels (0: whole frames) and ``tile_halo`` the
-    overlap each side in LR pixels; ``autocast`` 'bf16' runs the networks under bf16 autocast.
+    overlap each side in LR pixels; ``precision`` 'bf16' runs the 3D bodies in bf16 (fp32 residual;
+    :func:`hpcvsr.models.lowering.lower`), ``compile`` wraps the networks in ``torch.compile``.
     """
 
-    def __init__(self, run_dir: str, device, *, batch: int = 8, tile: int = 0, tile_halo: int = 16, autocast: str = "none"):
+    def __init__(self, run_dir: str, device, *, batch: int = 8, tile: int = 0, tile_halo: int = 16, precision: str = "fp32",
+                 compile: bool = False):
         path = os.path.join(run_dir, "model.pt")
         if not os.path.exists(path):
             raise UserError(f"{run_dir}: no model.pt (is it a finished training run directory?)")
@@ -47,12 +49,18 @@ class Predictor:
         self.vars = [c["var"] for c in channels]
         self.norms = [Normaliser(c["lo"], c["hi"], c.get("units", "")) for c in channels]
         self.device, self.batch, self.tile, self.tile_halo = device, batch, tile, tile_halo
-        self.autocast = autocast
+        self.precision = precision
         self.net2d = from_entry(mf.net2d).to(device).eval()
-        self.net = from_entry(mf.model).to(device).eval() if self.kind.has_3d else None
+        self.net = lower(from_entry(mf.model).to(device).eval(), precision) if self.kind.has_3d else None
+        self.input_space = getattr(self.net, "input_space", "hr")
+        # a bare 3D network with per-frame features: overlapping windows share their frames' work
+        self.shared = self.net if isinstance(self.net, VSR3D) and self.net.frame_features else None
+        if compile:
+            self.net2d = torch.compile(self.net2d, dynamic=False)
+            self.net = torch.compile(self.net, dynamic=False) if self.net is not None else None
         self.win_size = self.kind.window(self.window)  # frames per window
         self.halo = self.kind.halo(self.window)
-        self.source = self.kind.source(getattr(self.net, "input_space", "hr"))
+        self.source = self.kind.source(self.input_space)
         self.condition = mf.condition  # {} unless the networks are conditioned on place or time
         self.needs_time = bool(self.condition.get("time_features"))
         self.tied_to_grid = bool(self.condition.get("static_vars") or self.condition.get("location_channels"))
@@ -74,11 +82,6 @@ class Predictor:
             if why:
                 raise UserError(f"{where}: its {k} coordinate {why} of the training grid; this model's {what} apply only to that grid")
 
-    def _ctx(self):
-        if self.autocast == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     @torch.no_grad()
     def _frames(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None, origin: tuple = (0, 0)) -> torch.Tensor:
         """Whole-frame prediction: LR buffer (T, C, h, w), windows ``idx`` (k, window) -> (k, C, H', W').
@@ -90,23 +93,23 @@ class Predictor:
         def where(frames: torch.Tensor) -> Where:  # frames: (n, window) buffer indices
             return Where.at(len(frames), *origin, times=None if times is None else times[frames], device=lr.device)
 
-        with self._ctx():
-            if self.net is None:
-                centre = torch.from_numpy(idx[:, idx.shape[1] // 2]).to(lr.device)
-                return torch.cat([run(self.net2d, lr[c], where(c[:, None])) for c in centre.split(b)]).float()
-            if self.source == "sr2d":
-                need = torch.from_numpy(np.unique(idx)).to(lr.device)
-                sr = torch.empty((*lr.shape[:2], lr.shape[2] * self.scale, lr.shape[3] * self.scale), device=lr.device)
-                for sel in need.split(b):
-                    sr[sel] = run(self.net2d, lr[sel], where(sel[:, None])).float()
-                src = sr
-            elif self.source == "bicubic":
-                src = dg.upscale(lr, self.scale)
-            else:  # windows of LR frames
-                src = lr
-            t = torch.from_numpy(idx).to(lr.device)
-            out = [run(self.net, model_input(src[w]), where(w)) for w in t.split(b)]
-            return torch.cat(out).float()
+        if self.net is None:
+            centre = torch.from_numpy(idx[:, idx.shape[1] // 2]).to(lr.device)
+            return torch.cat([run(self.net2d, lr[c], where(c[:, None])) for c in centre.split(b)])
+        if self.source == "sr2d":
+            need = torch.from_numpy(np.unique(idx)).to(lr.device)
+            sr = torch.empty((*lr.shape[:2], lr.shape[2] * self.scale, lr.shape[3] * self.scale), device=lr.device)
+            for sel in need.split(b):
+                sr[sel] = run(self.net2d, lr[sel], where(sel[:, None]))
+            src = sr
+        elif self.source == "bicubic":
+            src = dg.upscale(lr, self.scale)
+        else:  # windows of LR frames
+            src = lr
+        t = torch.from_numpy(idx).to(lr.device)
+        if self.shared is not None and src.shape[1] == 1:
+            return torch.cat([self.shared.forward_shared(src[:, 0], w) for w in t.split(b)])
+        return torch.cat([run(self.net, model_input(src[w]), where(w)) for w in t.split(b)])
 
     def predict(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None) -> torch.Tensor:
         """(k, C, H - 2 crop, W - 2 crop) super-resolved frames of the LR buffer (T, C, h, w) of the

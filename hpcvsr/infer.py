@@ -70,7 +70,8 @@ def run(args, cfg, env) -> int:
 
 def _run(args, cfg, env, held: contextlib.ExitStack) -> int:
     ic = cfg.infer
-    pred = Predictor(args.run_dir, env.device, batch=ic.batch, tile=ic.tile, tile_halo=ic.tile_halo, autocast=ic.autocast)
+    pred = Predictor(args.run_dir, env.device, batch=ic.batch, tile=ic.tile, tile_halo=ic.tile_halo, precision=ic.precision,
+                     compile=ic.compile)
     names = _variables(args.var, pred.vars, "--var")
     var = ",".join(names)  # for messages and attributes
     select, isel = config_mod.parse_pairs(args.select, "--select"), config_mod.parse_pairs(args.isel, "--isel")
@@ -115,7 +116,7 @@ def _run(args, cfg, env, held: contextlib.ExitStack) -> int:
              "degradation": pred.degrade,
              "normalisation": json.dumps({"lo": norms[0].lo, "hi": norms[0].hi} if one else {v: {"lo": n.lo, "hi": n.hi} for v, n in zip(names, norms)}),
              "units": str(arc.units or norms[0].units) if one else json.dumps([str(a.units or n.units) for a, n in zip(arcs.parts, norms)]),
-             "crop": c, "window": pred.win_size, "padding": pred.pad, "tile": ic.tile, "autocast": ic.autocast,
+             "crop": c, "window": pred.win_size, "padding": pred.pad, "tile": ic.tile, "precision": ic.precision,
              "input_crop": json.dumps({"rows": [rows.start, rows.stop] if rows else None, "cols": [cols.start, cols.stop] if cols else None}),
              "selection": json.dumps({"select": select, "isel": isel}), "missing_values": "NaN" if any(a.missing_possible for a in arcs.parts) else "none"}
     if netcdf:
@@ -141,7 +142,7 @@ def _run(args, cfg, env, held: contextlib.ExitStack) -> int:
     for cid in todo:
         a, b = chunk_list[cid]
         r0, r1 = win.halo_range(a, b, T, pred.halo)
-        x, valid = fill_missing(unit(norms, torch.from_numpy(arcs.read(r0, r1, rows, cols)).to(env.device)), f"{args.input}:{var}")
+        x, valid = fill_missing(unit(norms, dist.to_device(arcs.read(r0, r1, rows, cols), env.device)), f"{args.input}:{var}")
         lr = dg.degrade(x, s, pred.degrade, pred.sigma) if args.degrade else x
         idx = win.local_window_indices(np.arange(a, b), T, r0, r1, pred.win_size, pred.pad)
         times = torch.from_numpy(arc.time_features(r0, r1)).to(env.device) if pred.needs_time else None

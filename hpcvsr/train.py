@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -30,6 +31,7 @@ from .errors import UserError, cli
 from .io import lock
 from .io.atomic import write_json, write_text
 from .metrics import shave
+from .models import VSR3D
 from .models import conditioning as cond
 
 log = logging.getLogger("hpcvsr")
@@ -91,6 +93,21 @@ def conditioning_spec(cfg, train_segs: list, blocks: list) -> tuple[dict | None,
     info = {"grid": grid, "axes": sg.grid_axes(train_segs[0]), "static_path": st.path, "static_vars": list(st.vars),
             "location_channels": c.location_channels, "time_features": c.time_features}
     return spec, static, info
+
+
+def clip_centres(t3, net, env: dist.DistEnv) -> int:
+    """Centre frames per training clip: ``train3d.centres`` for a bare 3D network with per-frame
+    features (one variable, no conditioning or constraint around it), reduced to a divisor of the
+    per-rank batch (so every rank count trains on the same clips); 1 (independent windows) otherwise."""
+    if t3.centres == 1:
+        return 1
+    if not (isinstance(net, VSR3D) and net.frame_features):
+        log.info("train3d.centres=%d needs a bare vsr3d with frame_features; training independent windows", t3.centres)
+        return 1
+    k = math.gcd(t3.centres, trainer.per_rank_batch(t3.batch_size, env.world))
+    if k != t3.centres:
+        log.info("train3d.centres=%d reduced to %d, a divisor of the per-rank batch", t3.centres, k)
+    return k
 
 
 def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
@@ -176,7 +193,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         net.to(env.device)
         crop = getattr(net, "crop", 0)
         task = PatchTask(train=train_b, val=val_b, source=source, window=window, crop=crop, scale=scale,
-                         patch=fitted("train3d", t3.patch, max(8, 2 * crop + scale)), flips=flips)
+                         patch=fitted("train3d", t3.patch, max(8, 2 * crop + scale)), flips=flips, centres=clip_centres(t3, net, env))
         prefixes = [kind.param_prefix + p for p in inner3]  # of the configured 3D network's layer names
         histories[pipe] = trainer.fit(task, net, t3, env, ckpt_path=os.path.join(run_dir, f"ckpt_{pipe}.pt"), stop=stop, stage=pipe,
                                       entry=entry_final, config=cfg_dict, freeze=[p + n for p in prefixes for n in cfg.model3d.freeze],

@@ -25,6 +25,7 @@ from .config import TrainConfig
 from .dist import DistEnv, StopFlag
 from .errors import UserError
 from .models.conditioning import run
+from .models.lowering import autocast
 from .models.weights import check_layers, layer_names
 
 log = logging.getLogger("hpcvsr")
@@ -100,15 +101,18 @@ def gradient_mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
-def train_step(model, opt, x, y, masked: bool = False, where=None, grad_weight: float = 0.0) -> torch.Tensor:
+def train_step(model, opt, x, y, masked: bool = False, where=None, grad_weight: float = 0.0, precision: str = "fp32") -> torch.Tensor:
     """One optimisation step on a per-rank batch; returns the (local) loss, still on the device.
 
     ``masked``: targets are NaN where the data are missing, and those cells do not count.
     ``where``: the samples' places and times, for a conditioned model.
     ``grad_weight``: weight of the :func:`gradient_mse` term added to the MSE.
+    ``precision``: 'bf16' runs the forward and backward under bf16 autocast (the loss in fp32).
     """
     opt.zero_grad(set_to_none=True)
-    out = run(model, x, where)
+    with autocast(y.device, precision):
+        out = run(model, x, where)
+    out = out.float()
     loss = masked_mse(out, y) if masked else F.mse_loss(out, y)
     if grad_weight:
         loss = loss + grad_weight * gradient_mse(out, y)
@@ -117,11 +121,12 @@ def train_step(model, opt, x, y, masked: bool = False, where=None, grad_weight: 
     return loss.detach()
 
 
-def evaluate(task, model, env: DistEnv, split: str) -> dict:
-    """Globally reduced metrics of ``model`` on ``split`` (identical on every rank)."""
+def evaluate(task, model, env: DistEnv, split: str, precision: str = "fp32") -> dict:
+    """Globally reduced metrics of ``model`` on ``split`` (identical on every rank), at the
+    ``precision`` the stage trains in (the metrics themselves are summed in float64)."""
     model.eval()
     with torch.no_grad():
-        sums = task.evaluate(model, split)
+        sums = task.evaluate(model, split, precision)
     model.train()
     total = env.all_reduce_sum(sums.sums.clone())
     return sums.summary(total)
@@ -171,8 +176,8 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
         env.barrier()
 
     if not history:
-        m0 = evaluate(task, model, env, "val")
-        history.append({"epoch": 0, "val": m0, "train": evaluate(task, model, env, "train"), "loss": None, "lr": tcfg.lr, "seconds": 0.0})
+        m0 = evaluate(task, model, env, "val", tcfg.precision)
+        history.append({"epoch": 0, "val": m0, "train": evaluate(task, model, env, "train", tcfg.precision), "loss": None, "lr": tcfg.lr, "seconds": 0.0})
         best = m0["mse"]
         best_state = copy.deepcopy(checkpoint.cpu_state(model))
     t_start = time.time()
@@ -192,7 +197,8 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
             if tcfg.warmup:
                 warm_up(opt, base_lr, epoch * steps + step, tcfg.warmup * steps)
             x, y, where = task.batch(origins[step * b_local : (step + 1) * b_local])
-            loss_sum += train_step(net, opt, x, y, masked=task.masked, where=where, grad_weight=tcfg.grad_weight).double()
+            loss_sum += train_step(net, opt, x, y, masked=task.masked, where=where, grad_weight=tcfg.grad_weight,
+                                   precision=tcfg.precision).double()
             flags = torch.tensor([float(stop.raised), float(bool(tcfg.max_minutes) and time.time() - t_start > 60 * tcfg.max_minutes)], device=env.device)
             flags = env.all_reduce_max(flags).tolist()  # one collective: every rank decides alike
             if bar is not None:
@@ -215,8 +221,8 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
             g["lr"] = lr  # the schedule continues from this epoch's rate
         sched.step()
         loss = float(env.all_reduce_sum(loss_sum.clone())) / max(1, n_steps * env.world)
-        val = evaluate(task, model, env, "val")
-        history.append({"epoch": epoch + 1, "val": val, "train": evaluate(task, model, env, "train"), "loss": loss,
+        val = evaluate(task, model, env, "val", tcfg.precision)
+        history.append({"epoch": epoch + 1, "val": val, "train": evaluate(task, model, env, "train", tcfg.precision), "loss": loss,
                         "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t_start})
         log.info("%s epoch %d: loss %.3e val mse %.3e psnr %.2f ssim %.4f", stage, epoch + 1, loss, val["mse"], val["psnr"], val["ssim"])
         if val["mse"] < best:

@@ -29,3 +29,26 @@ def test_cuda_matches_cpu(name, shape):
     torch.cuda.synchronize()
     assert torch.allclose(gpu.cpu(), ref, rtol=1e-3, atol=1e-4)
     assert (half.float().cpu() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+@needs_cuda
+def test_cuda_fast_path_matches_cpu():
+    """The inference form on a GPU: bf16 3D body (tensor cores), exact rewrites, shared per-frame features."""
+    import copy
+
+    from hpcvsr.models.lowering import lower
+
+    torch.manual_seed(0)
+    model = build("vsr3d", 2, residual=True, same_padding=True, frame_features=True).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    seq = torch.rand(12, 64, 64)
+    windows = torch.stack([torch.arange(c, c + 5) for c in range(8)])
+    with torch.no_grad():
+        ref = model(seq[windows])
+        for precision, tol in (("fp32", 1e-3), ("bf16", 0.05)):
+            fast = lower(copy.deepcopy(model).cuda(), precision)
+            out = fast.forward_shared(seq.cuda(), windows.cuda())
+            torch.cuda.synchronize()
+            assert out.dtype == torch.float32
+            assert (out.cpu() - ref).abs().max() <= tol * max(1.0, float(ref.abs().max())), precision

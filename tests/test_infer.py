@@ -140,6 +140,32 @@ def test_tiled_equals_untiled(run_dir, archive, tmp_path):
     assert np.abs(outs[0] - outs[1]).max() <= 1e-5 * max(1.0, np.abs(outs[0]).max())
 
 
+@pytest.mark.mpi
+def test_bf16_path_two_ranks_equal_one_rank_and_tiles_match(run_dir, archive, tmp_path):
+    """The fast path (bf16 3D body, shared windows, exact rewrites): 2 ranks write the same bits as 1
+    at equal threads per rank, tiles agree with whole frames to 1e-5, and the field stays within
+    bf16 rounding of the correction of the fp32 result."""
+    small = tmp_path / "small.h5"
+    with h5py.File(archive) as g, h5py.File(small, "w") as f:
+        f["h"] = g["h"][:40]
+    outs = {}
+    for name, ranks, extra in (("one", 1, []), ("two", 2, []), ("tiled", 1, ["--set", "infer.tile=48"]),
+                               ("fp32", 1, ["--set", "infer.precision=fp32"])):
+        out = tmp_path / f"{name}.h5"
+        args = ["-m", "hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(small), "--var", "h", "--output", str(out), "--degrade",
+                "--consolidate", "--set", "infer.precision=bf16", "--set", "infer.block_frames=8", *ONE_THREAD, *extra]
+        proc = run_mpi(ranks, *args) if ranks > 1 else run_cli(*args[1:])
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        with h5py.File(out) as f:
+            outs[name] = f["sr"][:]
+            if name == "one":
+                assert f.attrs["precision"] == "bf16"
+    scale = max(1.0, float(np.abs(outs["one"]).max()))
+    assert np.array_equal(outs["one"], outs["two"])
+    assert np.abs(outs["one"] - outs["tiled"]).max() <= 1e-5 * scale
+    assert 0 < np.abs(outs["one"] - outs["fp32"]).max() <= 1e-2 * scale
+
+
 def test_infer_refuses_to_overwrite_and_checks_reference(run_dir, archive, one_rank, tmp_path):
     before = os.path.getmtime(one_rank)
     proc = run_cli("hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(archive), "--var", "h", "--output", str(one_rank), "--degrade")
@@ -185,12 +211,23 @@ def test_netcdf_output_with_cf_attributes(run_dir, archive, tmp_path):
 @pytest.mark.mpi
 def test_benchmark_command_prints_and_saves_json(run_dir, tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli("hpcvsr.bench", "--run-dir", str(run_dir), "--frames", "64", "--size", "64", "64", "--ranks", "1", "2", "--json", str(out))
+    proc = run_cli("hpcvsr.bench", "--run-dir", str(run_dir), "--frames", "64", "--size", "64", "64", "--ranks", "1", "2", "--precisions", "fp32", "bf16",
+                   "--seconds", "0.05", "--json", str(out))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert set(res["ranks"]) == {"1 rank(s), none", "2 rank(s), none", "1 rank(s), bf16"}
-    assert all(r["frames_per_s"] > 0 for r in res["ranks"].values()) and res["sequential_write_MB_per_s"] > 0
-    assert "plain sequential h5py write" in proc.stdout
+    assert set(res["end_to_end"]) == {"1 rank(s), fp32", "2 rank(s), fp32", "1 rank(s), bf16"}
+    assert all(r["frames_per_s"] > 0 for r in res["end_to_end"].values()) and res["sequential_write_MB_per_s"] > 0
+    fp32 = res["end_to_end"]["1 rank(s), fp32"]
+    assert res["end_to_end"]["2 rank(s), fp32"]["psnr"] == pytest.approx(fp32["psnr"], abs=1e-4)  # threads per rank differ: not bitwise
+    assert abs(res["end_to_end"]["1 rank(s), bf16"]["psnr"] - fp32["psnr"]) < 0.05
+    assert all(res["peak"][k] > 0 for k in ("fp32", "bf16", "conv3d_fp32", "conv3d_bf16"))
+    per_px = res["macs_per_output_pixel"]
+    assert per_px["fused"] == pytest.approx(per_px["2D"] + per_px["3D"]) and 0 < per_px["3D"] < 179072  # shared windows: fewer than per window
+    assert {(r["part"], r["precision"]) for r in res["inference"]} == {(p, q) for p in ("2D", "3D", "fused") for q in ("fp32", "bf16")}
+    assert {(r["stage"], r["precision"]) for r in res["training"]} == {(p, q) for p in ("2D", "3D") for q in ("fp32", "bf16")}
+    assert all(r["fraction_of_peak"] > 0 for r in res["inference"] + res["training"])
+    assert "% of peak" in proc.stdout and "plain sequential h5py write" in proc.stdout
+    assert run_cli("hpcvsr.bench", "--run-dir", str(run_dir), "--json", str(out)).returncode != 0  # an existing result is kept
 
 
 def test_one_rank_killed_mid_inference_ends_the_job_and_the_rerun_completes_identically(run_dir, archive, one_rank, tmp_path):

@@ -151,6 +151,17 @@ def patch_origins(rng: np.random.Generator, count: int, frames: int, height: int
     return np.stack([t, y, x, f], axis=1)
 
 
+def patch_rows(start, size: int, flip) -> np.ndarray:
+    """(k, size) pixel indices of k patches along one axis: ``start`` (k,) first pixels, read in
+    reverse order where ``flip`` (k,) is true (a mirrored patch is the same pixels read backwards).
+
+    >>> patch_rows(np.array([0, 4]), 3, np.array([False, True])).tolist()
+    [[0, 1, 2], [6, 5, 4]]
+    """
+    ar = np.arange(size)
+    return np.asarray(start)[:, None] + np.where(np.asarray(flip, dtype=bool)[:, None], ar[::-1], ar)
+
+
 def tile_grid(length: int, tile: int, halo: int, align: int = 1) -> list[tuple[int, int, int, int]]:
     """Overlapping tiles covering [0, length) along one axis.
 

@@ -65,8 +65,12 @@ def takes_where(model: nn.Module) -> bool:
     return bool(getattr(getattr(model, "module", model), "takes_where", False))
 
 
-def run(model: nn.Module, x: torch.Tensor, where: Where | None):
-    """``model(x, where)`` for a model that reads :class:`Where`, else ``model(x)``."""
+def run(model: nn.Module, x, where: Where | None):
+    """``model(x, where)`` for a model that reads :class:`Where`, else ``model(x)``; ``x`` a tuple
+    (frames, windows) is a clip batch (:class:`~hpcvsr.data.patches.PatchTask` with ``centres``) for
+    a network that shares per-frame work: ``model(frames, windows)``."""
+    if isinstance(x, tuple):
+        return model(*x)
     if takes_where(model):
         if where is None:
             raise RuntimeError("a conditioned model was called without its Where")  # programming error
