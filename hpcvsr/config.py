@@ -247,21 +247,39 @@ def parse_pairs(items, flag: str) -> dict:
     return out
 
 
+def read_yaml(path: str, what: str = "config file") -> dict:
+    """The top-level mapping of a YAML file; a missing file, invalid YAML or another top level is a UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} not found: {path}")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def typed(cls, data: dict, where: str):
+    """``data`` as the dataclass ``cls``, as strictly as a config: an unknown key, a wrong type or a
+    missing required key is a UserError naming it (e.g. the machine files of :mod:`hpcvsr.perfmodel`)."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: the top level must be a mapping")
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise UserError(f"{where}: missing key(s) {', '.join(missing)}")
+    return _build(cls, data, "", where)
+
+
 def load(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a YAML config (or the embedded defaults when ``path`` is None) plus overrides."""
     data: dict = {}
     where = "embedded defaults"
     if path:
         where = path
-        if not os.path.isfile(path):
-            raise UserError(f"config file not found: {path}")
-        try:
-            with open(path) as f:
-                data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: the top level must be a mapping")
+        data = read_yaml(path)
     cfg = _build(Config, data, "", where)
     for text in overrides:
         keys, value = parse_override(text)

@@ -41,13 +41,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import statistics
-import typing
 from dataclasses import dataclass, field
 
-import yaml
-
+from .config import read_yaml, typed
 from .errors import UserError
 
 
@@ -88,45 +85,12 @@ class Workload:
 
 def load_machine(path: str) -> Machine:
     """A :class:`Machine` from YAML; an unknown key, a missing one or a wrong type is a UserError naming it."""
-    if not os.path.isfile(path):
-        raise UserError(f"machine file not found: {path}")
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return machine_from_dict(data, path)
+    return machine_from_dict(read_yaml(path, "machine file"), path)
 
 
 def machine_from_dict(data: dict, where: str = "machine") -> Machine:
     """Strict conversion of a mapping into a :class:`Machine` (see :func:`load_machine`)."""
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: the top level must be a mapping")
-    hints = typing.get_type_hints(Machine)
-    fields = {f.name: f for f in dataclasses.fields(Machine)}
-    for key in data:
-        if key not in fields:
-            raise UserError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(fields))})")
-    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise UserError(f"{where}: missing key(s) {', '.join(missing)}")
-    out = {}
-    for key, value in data.items():
-        tp = hints[key]
-        if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = float(value)
-        elif tp is int and isinstance(value, int) and not isinstance(value, bool):
-            pass
-        elif tp is bool and isinstance(value, bool):
-            pass
-        elif tp is str and isinstance(value, str):
-            pass
-        elif typing.get_origin(tp) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
-            value = list(value)
-        else:
-            raise UserError(f"{where}: '{key}' must be {getattr(tp, '__name__', 'a list of strings')}, got {value!r}")
-        out[key] = value
-    m = Machine(**out)
+    m = typed(Machine, data, where)
     if m.ranks_per_node < 1 or m.max_nodes < 1:
         raise UserError(f"{where}: ranks_per_node and max_nodes must be >= 1")
     if min(m.intra_bandwidth_GBps, m.inter_bandwidth_GBps) <= 0 or min(m.intra_latency_us, m.inter_latency_us, m.fs_bandwidth_GBps, m.peak_tflops) < 0:

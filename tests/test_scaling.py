@@ -203,7 +203,7 @@ def test_machine_files_load_and_unknown_keys_are_refused(tmp_path):
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("name: x\nranks_per_node: six\nmax_nodes: 1\nintra_latency_us: 1\nintra_bandwidth_GBps: 1\n"
                      "inter_latency_us: 1\ninter_bandwidth_GBps: 1\n")
-    with pytest.raises(UserError, match="'ranks_per_node' must be int"):
+    with pytest.raises(UserError, match="'ranks_per_node' must be an integer"):
         pm.load_machine(str(wrong))
     with pytest.raises(UserError, match="missing key"):
         pm.machine_from_dict({"name": "x"}, "inline")
