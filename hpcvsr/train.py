@@ -98,7 +98,8 @@ def conditioning_spec(cfg, train_segs: list, blocks: list) -> tuple[dict | None,
 def clip_centres(t3, net, env: dist.DistEnv) -> int:
     """Centre frames per training clip: ``train3d.centres`` for a bare 3D network with per-frame
     features (one variable, no conditioning or constraint around it), reduced to a divisor of the
-    per-rank batch (so every rank count trains on the same clips); 1 (independent windows) otherwise."""
+    per-rank batch (a clip lies within one rank's batch, so with many ranks and a small global batch
+    the clips are shorter, and the log says so); 1 (independent windows) otherwise."""
     if t3.centres == 1:
         return 1
     if not (isinstance(net, VSR3D) and net.frame_features):
