@@ -80,3 +80,20 @@ def test_clip_batches_share_frames_and_give_the_windows_outputs():
     torch.nn.init.normal_(net.recon.weight, std=0.1)
     with torch.no_grad():
         assert (net(frames, windows) - net(x_ref)).abs().max() <= 1e-5
+
+
+def test_training_with_clips_and_bf16_runs_and_logs_when_clips_do_not_apply(tmp_path):
+    """train3d.centres with train3d.precision=bf16 trains end to end; a 3D network that cannot share
+    windows (several variables) trains independent windows and the log says so."""
+    import json
+
+    from .conftest import TINY, run_cli
+
+    small = ["--set", "data.frames=24", "--set", "data.size=[32,32]", "--set", "train3d.centres=4", "--set", "train3d.precision=bf16"]
+    proc = run_cli("hpcvsr.train", "--run-dir", str(tmp_path / "clips"), *TINY, *small)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((tmp_path / "clips" / "metrics.json").read_text())
+    assert m["history"]["2d_3d"][-1]["epoch"] == 1 and m["metrics"]["test"]["2d_3d"]["psnr"] > m["metrics"]["test"]["bicubic"]["psnr"]
+    proc = run_cli("hpcvsr.train", "--run-dir", str(tmp_path / "vars"), *TINY, *small, "--set", "data.vars=[h,u]")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "needs a bare vsr3d with frame_features; training independent windows" in (tmp_path / "vars" / "logs" / "rank0.log").read_text()
