@@ -50,7 +50,8 @@ class Predictor:
         self.norms = [Normaliser(c["lo"], c["hi"], c.get("units", "")) for c in channels]
         self.device, self.batch, self.tile, self.tile_halo = device, batch, tile, tile_halo
         self.precision = precision
-        self.net2d = from_entry(mf.net2d).to(device).eval()
+        # the inference forms: exact rewrites everywhere; bf16 only in the 3D bodies (the 2D output is the field itself)
+        self.net2d = lower(from_entry(mf.net2d).to(device).eval(), "fp32")
         self.net = lower(from_entry(mf.model).to(device).eval(), precision) if self.kind.has_3d else None
         self.input_space = getattr(self.net, "input_space", "hr")
         # a bare 3D network with per-frame features: overlapping windows share their frames' work

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from hpcvsr.models import ClimateFSRCNN, Variables
+from hpcvsr.models import SRCNN, ClimateFSRCNN, Variables
 from hpcvsr.models.cost import macs
 from hpcvsr.models.lowering import TapConv2d, TimeTapConv3d, lower
 from hpcvsr.models.vsr3d import VSR3D
@@ -38,6 +38,8 @@ def test_rewritten_layers_equal_the_convolutions_they_replace():
 
 @pytest.mark.parametrize("make, shape", [
     (lambda: ClimateFSRCNN(scale=2), (3, 1, 12, 10)),
+    (lambda: ClimateFSRCNN(scale=4, mass_conserving=True), (2, 1, 8, 8)),
+    (lambda: SRCNN(), (2, 1, 16, 12)),
     (lambda: VSR3D(residual=True, same_padding=True), (2, 5, 16, 14)),
     (lambda: VSR3D(residual=False, same_padding=False, frames=7), (2, 7, 16, 14)),
     (lambda: Variables(VSR3D(residual=True, same_padding=True), channels=2, shared=False), (2, 5, 2, 12, 12)),
