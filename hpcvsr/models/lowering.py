@@ -12,7 +12,7 @@
   one or a few output channels.
 * **bf16** (``precision='bf16'``): the 3D bodies (:class:`~hpcvsr.models.vsr3d.VSR3D`,
   :class:`~hpcvsr.models.vsr3d.SRNet3D`) hold nearly all the multiply-adds. Their weights and
-  activations are stored in bfloat16 and channels-last, so oneDNN runs them on AMX tiles on a CPU
+  activations are stored in bfloat16 and channels-last, so oneDNN runs them on the CPU's bf16 matrix instructions (AMX, AVX-512 BF16)
   and cuDNN on tensor cores on a GPU, without a cast per layer. Their input is cast on entry and
   their output (a small correction to the centre frame) back to fp32 before the residual is
   added, so the super-resolved field itself is never rounded to bf16's 8-bit mantissa. The 2D

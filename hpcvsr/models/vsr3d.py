@@ -12,7 +12,7 @@ from .layers import BicubicUp, he_init, prelu
 def body_input(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Windows (N, T, H, W) as the 3D body's input (N, 1, T, H, W), in the dtype of its weights
     (bf16 after :func:`hpcvsr.models.lowering.lower`) and, for bf16, channels-last: the layout
-    oneDNN's AMX kernels and cuDNN's tensor-core kernels read without reordering."""
+    oneDNN's bf16 kernels and cuDNN's tensor-core kernels read without reordering."""
     y = x.unsqueeze(1).to(weight.dtype)
     return y.contiguous(memory_format=torch.channels_last_3d) if weight.dtype != torch.float32 else y
 
