@@ -112,3 +112,12 @@ class _SharedCall(nn.Module):
 
     def forward(self, frames, windows):
         return self.net.forward_shared(frames, windows)
+
+
+def test_doctests():
+    import doctest
+
+    from hpcvsr.models import cost, lowering
+
+    for mod in (cost, lowering):
+        assert doctest.testmod(mod).failed == 0
