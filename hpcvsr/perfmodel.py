@@ -5,7 +5,10 @@ One step on ``p`` ranks with a per-rank batch of ``b`` samples takes
     t(b, p) = compute(b) + data(b) + allreduce(gradient bytes, p) + io(bytes per rank, p)
 
 * **compute**: ``b`` times the compute time per sample. On the machine that was measured it is
-  the measured one-rank time per sample (forward, backward and optimizer update). On a GPU machine
+  the measured one-rank time per sample (forward, backward and optimizer update); with more than
+  one rank on a node it is the time per sample measured in *rate mode*, when the study has it:
+  independent one-rank copies on every core of the node at once, no communication (ranks that
+  share a node's cores, caches and memory bandwidth compute slower than one rank alone). On a GPU machine
   it is ``b`` times the floating-point operations per sample (counted on the measured run) divided
   by ``peak_tflops * sustained_fraction``; the sustained fraction is an assumption stated in each
   machine file, not a measurement.
@@ -81,6 +84,8 @@ class Workload:
     io_bytes_per_sample: float = 0.0  # file-system bytes read and written per sample per step
     flops_per_sample: float = 0.0  # floating-point operations per sample (forward + backward for training)
     jitter_fraction: float = 0.0  # measured per-step spread (std / mean) of the host and compute time
+    loaded_compute_s_per_sample: float = 0.0  # compute per sample with every core of the node busy (rate mode); 0: unknown
+    loaded_data_s_per_sample: float = 0.0  # host time per sample in rate mode; 0: unknown
 
 
 def load_machine(path: str) -> Machine:
@@ -180,16 +185,27 @@ def io_time(nbytes_per_rank: float, p: int, m: Machine) -> float:
 
 # --- steps and efficiencies -----------------------------------------------------------------
 
-def compute_time(w: Workload, b: float, m: Machine) -> float:
-    """Seconds of compute for ``b`` samples: measured per sample, or FLOPs over the sustained rate.
+def shares_node(p: int, m: Machine) -> bool:
+    """Whether ``p`` ranks put more than one rank on a node of ``m`` (CPU ranks then share its cores,
+    caches and memory bandwidth)."""
+    return min(p, m.ranks_per_node) > 1
+
+
+def compute_time(w: Workload, b: float, m: Machine, p: int = 1) -> float:
+    """Seconds of compute for ``b`` samples: measured per sample (with ``p`` ranks sharing a node, as
+    measured in rate mode when known), or FLOPs over the sustained rate (a GPU per rank).
 
     >>> compute_time(Workload(0.01, flops_per_sample=2e9), 4, Machine("cpu", 1, 1, 1, 1, 1, 1))
     0.04
+    >>> compute_time(Workload(0.01, loaded_compute_s_per_sample=0.0125), 4, Machine("cpu", 2, 1, 1, 1, 1, 1), p=2)
+    0.05
     >>> compute_time(Workload(0.01, flops_per_sample=2e9), 4, Machine("gpu", 1, 1, 1, 1, 1, 1, peak_tflops=10, sustained_fraction=0.4))
     0.002
     """
     if m.peak_tflops > 0:
         return b * w.flops_per_sample / (m.peak_tflops * 1e12 * m.sustained_fraction)
+    if shares_node(p, m) and w.loaded_compute_s_per_sample:
+        return b * w.loaded_compute_s_per_sample
     return b * w.compute_s_per_sample
 
 
@@ -220,8 +236,9 @@ def step_time(w: Workload, b: float, p: int, m: Machine, algorithm: str = "best"
     >>> round(step_time(Workload(0.01, 0.001, grad_bytes=1e6), 4, 2, m)["wait"], 5)  # 0.589 * 0.1 * 0.044
     0.00259
     """
-    c = compute_time(w, b, m)
-    d = b * w.data_s_per_sample if m.data_on_critical_path else 0.0
+    c = compute_time(w, b, m, p)
+    host = w.loaded_data_s_per_sample if m.peak_tflops <= 0 and shares_node(p, m) and w.loaded_data_s_per_sample else w.data_s_per_sample
+    d = b * host if m.data_on_critical_path else 0.0
     a = allreduce_time(w.grad_bytes, p, m, algorithm) if w.grad_bytes else 0.0
     io = io_time(b * w.io_bytes_per_sample, p, m)
     jitter = w.jitter_fraction if m.calibrate_jitter else m.jitter_fraction

@@ -341,8 +341,13 @@ def accuracy(cfg, task: PatchTask, env, args) -> dict:
 
 
 def measure(cfg, env, args) -> int:
-    """One rank count: every study, then ``DIR/ranks<N>.json`` (rank 0)."""
-    out_json = os.path.join(args.out, f"ranks{env.world}.json")
+    """One rank count: every study, then ``DIR/ranks<N>.json`` (rank 0); with ``--rate-copy K`` an
+    independent one-rank copy (``DIR/rate<K>.json``) run beside the others for the rate-mode compute."""
+    rate = args.rate_copy is not None
+    if rate and env.world != 1:
+        raise UserError("--rate-copy is a one-rank run (the sweep starts the copies itself)")
+    tag = f"r{args.rate_copy}" if rate else str(env.world)  # this run's own file names under DIR/work
+    out_json = os.path.join(args.out, f"rate{args.rate_copy}.json" if rate else f"ranks{env.world}.json")
     if env.broadcast_object(os.path.exists(out_json)) and not args.force:  # every rank decides alike
         raise UserError(f"{out_json} exists; refusing to overwrite it (pass --force, or use another --out)")
     if cfg.data.source != "swe" or len(config_mod.variables(cfg)) > 1 or config_mod.conditioned(cfg):
@@ -418,7 +423,7 @@ def measure(cfg, env, args) -> int:
     # inference: a run's networks, or fresh ones of the configured shapes written as a model file
     run_dir = args.run_dir
     if not run_dir:
-        run_dir = os.path.join(args.out, "work", f"fresh{env.world}")
+        run_dir = os.path.join(args.out, "work", f"fresh{tag}")
         if env.is_root:
             os.makedirs(run_dir, exist_ok=True)
             checkpoint.save_model(os.path.join(run_dir, "model.pt"), checkpoint.ModelFile(
@@ -432,7 +437,7 @@ def measure(cfg, env, args) -> int:
     infer_path = os.path.join(data_dir, f"swe_seed{cfg.data.test_seed}_{n_frames}x{size[0]}x{size[1]}.h5")
     _ensure_swe(infer_path, n_frames, size, cfg.data.test_seed, env)
     for mode, total in (("weak", args.frames * env.world), ("strong", args.strong_frames)):
-        out_path = os.path.join(args.out, "work", f"sr_{mode}_{env.world}.h5")
+        out_path = os.path.join(args.out, "work", f"sr_{mode}_{tag}.h5")
         rows, nb = infer_rounds(pred, infer_path, var, total, out_path, env, ic.block_frames)
         everyone = gather_rows(env, rows)
         r = summarise(everyone)
@@ -445,7 +450,7 @@ def measure(cfg, env, args) -> int:
             "weights": "trained: " + os.path.abspath(args.run_dir) if args.run_dir else "freshly initialised (timing only)",
             "jitter_fraction": jitter(everyone[:, : nb["chunks"]])}
     result["network"] = network_benchmark(env)
-    if args.accuracy_epochs:
+    if args.accuracy_epochs and not rate:
         result["accuracy"] = accuracy(cfg, task2d, env, args)
     if env.is_root:
         write_json(out_json, result, overwrite=args.force)
@@ -455,19 +460,30 @@ def measure(cfg, env, args) -> int:
 
 # --- report ----------------------------------------------------------------------------------
 
-def workload_from(rec: dict, cpu: bool = False) -> pm.Workload:
-    """The model's :class:`~hpcvsr.perfmodel.Workload` from a one-rank study record (``cpu``: the compute
-    term from the CPU time of the computing thread instead of the wall time, i.e. a whole core)."""
+def _per_sample(rec: dict, cpu: bool = False) -> tuple[float, float]:
+    """(compute, host) seconds per sample of a one-rank study record."""
     t, b = rec["time_s"], rec["per_rank"] if rec["unit"] == "sample" else rec["global"] / rec["steps"]
-    host = t["data"]["mean"] + t["write"]["mean"]
-    return pm.Workload(compute_s_per_sample=t["compute_cpu" if cpu else "compute"]["mean"] / b, data_s_per_sample=host / b, grad_bytes=rec["allreduce_bytes"],
+    return t["compute_cpu" if cpu else "compute"]["mean"] / b, (t["data"]["mean"] + t["write"]["mean"]) / b
+
+
+def workload_from(rec: dict, cpu: bool = False, loaded: list = ()) -> pm.Workload:
+    """The model's :class:`~hpcvsr.perfmodel.Workload` from a one-rank study record (``cpu``: the compute
+    term from the CPU time of the computing thread instead of the wall time, i.e. a whole core);
+    ``loaded``: the same study's records from the rate-mode copies (their mean is the compute and host
+    time per sample with every core of the node busy)."""
+    compute, host = _per_sample(rec, cpu)
+    busy = [_per_sample(r, cpu) for r in loaded]
+    return pm.Workload(compute_s_per_sample=compute, data_s_per_sample=host, grad_bytes=rec["allreduce_bytes"],
                        io_bytes_per_sample=rec.get("io_bytes_per_sample", 0.0), flops_per_sample=rec.get("flops_per_sample", 0.0),
-                       jitter_fraction=rec.get("jitter_fraction", 0.0))
+                       jitter_fraction=rec.get("jitter_fraction", 0.0),
+                       loaded_compute_s_per_sample=float(np.mean([c for c, _ in busy])) if busy else 0.0,
+                       loaded_data_s_per_sample=float(np.mean([h for _, h in busy])) if busy else 0.0)
 
 
-def predicted_t(rec1: dict, rec: dict, m: pm.Machine, cpu: bool = False) -> dict:
-    """The model's breakdown of study ``rec`` (the same workload and mode as ``rec1``, at ``rec['ranks']``)."""
-    w = workload_from(rec1, cpu)
+def predicted_t(rec1: dict, rec: dict, m: pm.Machine, cpu: bool = False, loaded: list = ()) -> dict:
+    """The model's breakdown of study ``rec`` (the same workload and mode as ``rec1``, at ``rec['ranks']``;
+    ``loaded``: the rate-mode records of ``rec1``'s study)."""
+    w = workload_from(rec1, cpu, loaded)
     if rec["unit"] == "sample":
         return pm.step_time(w, rec["per_rank"], rec["ranks"], m, barrier=True)
     per_round = rec["global"] / rec["ranks"] / rec["steps"]
@@ -530,6 +546,7 @@ def report(out_dir: str, this_machine: str, machines: list, force: bool, global_
     here = pm.load_machine(this_machine)
     others = [pm.load_machine(f) for f in machines]
     base = runs[0]["studies"]
+    copies = [json.load(open(f))["studies"] for f in sorted(glob.glob(os.path.join(out_dir, "rate*.json")))]
     rows, model_check = [], []
     for run in runs:
         n = run["ranks"]
@@ -538,24 +555,26 @@ def report(out_dir: str, this_machine: str, machines: list, force: bool, global_
             m = pm.with_network(here, run["network"]["latency_s"], run["network"]["bandwidth_Bps"])
         for key, rec in run["studies"].items():
             rec1 = base[key]
-            calib = base[f"{rec['workload']}/weak"] if rec["unit"] == "sample" else rec1  # per-sample costs of training from the weak run
+            ckey = f"{rec['workload']}/weak" if rec["unit"] == "sample" else key  # per-sample costs of training from the weak run
+            calib, loaded = base[ckey], [c[ckey] for c in copies]
             eff = efficiency(rec["mode"], rec1["t_s"], rec["t_s"], n)
-            pred = predicted_t(calib, rec, m)
+            pred = predicted_t(calib, rec, m, loaded=loaded)
             t_meas, t_model = rec["t_s"], pred["total"]
             rec["core_share"] = rec["time_s"]["compute_cpu"]["mean"] / max(1e-12, rec["time_s"]["compute"]["mean"])
             rec.update(efficiency=eff, model={"breakdown": pred, "t_s": t_model, "error": t_model / t_meas - 1,
-                                              "efficiency": efficiency(rec["mode"], predicted_t(calib, rec1, m)["total"], t_model, n)})
+                                              "efficiency": efficiency(rec["mode"], predicted_t(calib, rec1, m, loaded=loaded)["total"], t_model, n)})
             rows.append(rec)
             if n > 1:
                 # the same comparison with a whole core per rank while computing: compute CPU time in place of wall time on both sides
                 tc = rec["time_s"]
                 full = t_meas + (tc["compute_cpu"]["mean"] - tc["compute"]["mean"]) * (rec["steps"] if rec["unit"] == "frame" else 1)
-                model_full = predicted_t(calib, rec, m, cpu=True)["total"]
+                model_full = predicted_t(calib, rec, m, cpu=True, loaded=loaded)["total"]
                 model_check.append({"study": key, "ranks": n, "measured_s": t_meas, "model_s": t_model, "error": t_model / t_meas - 1,
                                     "core_share": rec["core_share"], "measured_full_core_s": full, "model_full_core_s": model_full,
                                     "error_full_core": model_full / full - 1})
     acc = {str(r["ranks"]): r["accuracy"] for r in runs if r.get("accuracy")}
     result = {"ranks": [r["ranks"] for r in runs], "cores": runs[0]["cores"], "threads_per_rank": runs[0]["threads_per_rank"],
+              "rate_copies": len(copies),
               "load_average": {str(r["ranks"]): r.get("load_average") for r in runs},
               "studies": rows, "model_check": model_check, "accuracy": acc, "this_machine": dataclasses.asdict(here),
               "networks": {str(r["ranks"]): r.get("network") for r in runs},
@@ -689,16 +708,29 @@ def child_args(args) -> list:
 
 def sweep(args) -> None:
     env = dist.launch_env()
+
+    def check(proc, what: str) -> None:
+        if proc.returncode:
+            lines = proc.stderr.strip().splitlines()
+            why = next((l for l in lines if l.startswith("hpcvsr: error:")), "\n".join(lines[-15:]) or f"exit {proc.returncode}")
+            raise UserError(f"the {what} failed: {why}")
+
     for n in args.sweep:
         cmd = [sys.executable, "-m", "hpcvsr.scaling", *child_args(args)]
         if n > 1:
             cmd = dist.mpirun_command(n) + cmd
         print(f"--- {n} rank(s): {' '.join(cmd)}", flush=True)
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if proc.returncode:
-            lines = proc.stderr.strip().splitlines()
-            why = next((l for l in lines if l.startswith("hpcvsr: error:")), "\n".join(lines[-15:]) or f"exit {proc.returncode}")
-            raise UserError(f"the {n}-rank run failed: {why}")
+        check(subprocess.run(cmd, env=env, capture_output=True, text=True), f"{n}-rank run")
+        copies = min(max(args.sweep), os.cpu_count() or 1)
+        if n == 1 and copies > 1 and args.rate:
+            # rate mode: independent one-rank copies on every core at once, no communication: what a rank
+            # computes when the node is busy (the model's compute term with more than one rank per node)
+            print(f"--- rate mode: {copies} independent one-rank copies at once", flush=True)
+            procs = [subprocess.Popen([sys.executable, "-m", "hpcvsr.scaling", *child_args(args), "--rate-copy", str(k)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(copies)]
+            for k, proc in enumerate(procs):
+                _, err = proc.communicate()
+                check(subprocess.CompletedProcess(proc.args, proc.returncode, "", err), f"rate-mode copy {k}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -722,6 +754,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--machines", nargs="*", default=DEFAULT_MACHINES, help="machine files to predict")
     p.add_argument("--predict-global-batch", type=int, default=4096, help="global batch of the predicted strong scaling")
     p.add_argument("--force", action="store_true", help="replace existing ranks<N>.json / scaling.json")
+    p.add_argument("--rate", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --sweep: after the one-rank run, run independent one-rank copies on every core at once (rate mode), "
+                        "whose compute calibrates the model for ranks that share a node (default: on)")
+    p.add_argument("--rate-copy", type=int, help=argparse.SUPPRESS)  # one of the sweep's rate-mode copies: DIR/rate<K>.json
     return p
 
 
@@ -736,7 +772,7 @@ def main(argv=None) -> int:
                 os.makedirs(args.out)
             target = os.path.join(args.out, "scaling.json")
             if not args.force:
-                for f in [target] + [os.path.join(args.out, f"ranks{n}.json") for n in args.sweep]:
+                for f in [target] + [os.path.join(args.out, f"ranks{n}.json") for n in args.sweep] + glob.glob(os.path.join(args.out, "rate*.json")):
                     if os.path.exists(f):
                         raise UserError(f"{f} exists; refusing to overwrite it (pass --force, or use another --out)")
             if 1 not in args.sweep:

@@ -39,6 +39,12 @@ def test_two_rank_sweep_writes_every_field_and_a_breakdown_that_adds_up(tmp_path
     res = json.load(open(out / "scaling.json"))
     assert os.path.getsize(out / "scaling.png") > 10_000
     assert res["ranks"] == [1, 2]
+    # rate mode: two independent one-rank copies at once calibrate the compute of ranks sharing the node
+    assert res["rate_copies"] == 2 and (out / "rate0.json").exists() and (out / "rate1.json").exists()
+    rates = [json.load(open(out / f"rate{k}.json"))["studies"]["train3d/weak"] for k in (0, 1)]
+    loaded = sum(r["time_s"]["compute"]["mean"] / r["per_rank"] for r in rates) / 2
+    two = next(r for r in res["studies"] if r["workload"] == "train3d" and r["mode"] == "weak" and r["ranks"] == 2)
+    assert math.isclose(two["model"]["breakdown"]["compute"], loaded * two["per_rank"], rel_tol=1e-9)
     studies = {(r["workload"], r["mode"], r["ranks"]) for r in res["studies"]}
     assert studies == {(w, m, n) for w in scaling.WORKLOADS for m in scaling.MODES for n in (1, 2)}
     for r in res["studies"]:
