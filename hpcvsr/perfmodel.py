@@ -7,7 +7,7 @@ One step on ``p`` ranks with a per-rank batch of ``b`` samples takes
 * **compute**: ``b`` times the compute time per sample. On the machine that was measured it is
   the measured one-rank time per sample (forward, backward and optimizer update); with more than
   one rank on a node it is the time per sample measured in *rate mode*, when the study has it:
-  independent one-rank copies on every core of the node at once, no communication (ranks that
+  a rank on every core of the node, each study started together, no waiting and no all-reduce (ranks that
   share a node's cores, caches and memory bandwidth compute slower than one rank alone). On a GPU machine
   it is ``b`` times the floating-point operations per sample (counted on the measured run) divided
   by ``peak_tflops * sustained_fraction``; the sustained fraction is an assumption stated in each

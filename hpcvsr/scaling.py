@@ -48,6 +48,10 @@ with ``t`` the mean step time (training) or the time to process the rank's frame
 none: f(k) = 1), reached by a linear warm-up over ``--lr-warmup`` epochs, and reports the
 validation PSNR reached.
 
+**Rate mode** (``--rate-mode``; ``--sweep`` runs it after the one-rank run, a rank on every core):
+the same studies, each started together, with neither the barrier nor the all-reduce: what a
+rank computes while its node's other cores are busy too.
+
 The report calibrates :mod:`hpcvsr.perfmodel` from the one-rank run (compute and data time per
 sample, gradient bytes, FLOPs per sample), checks it against the measured rank counts with the
 machine file ``--this-machine`` and predicts the machines ``--machines`` (configs/machines/).
@@ -180,14 +184,18 @@ def flops_per_sample(net, x: torch.Tensor, where) -> float:
     return float(fc.get_total_flops())
 
 
-def train_steps(task: PatchTask, net, env, b_local: int, steps: int, warmup: int, lr: float, seed: int) -> tuple[list, int]:
-    """Timed training steps (see the module docstring); (rows of QUANTITIES per timed step, gradient bytes)."""
+def train_steps(task: PatchTask, net, env, b_local: int, steps: int, warmup: int, lr: float, seed: int,
+                communicate: bool = True) -> tuple[list, int]:
+    """Timed training steps (see the module docstring); (rows of QUANTITIES per timed step, gradient bytes).
+    Without ``communicate`` (rate mode) the ranks start together but neither wait for each other nor
+    all-reduce: each computes as an independent copy beside the others."""
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     nbytes = sum(p.numel() * p.element_size() for p in params)
     origins = task.sample(np.random.default_rng([seed, env.rank]), (steps + warmup) * b_local)
     rows = []
     clock = timer(env.device)
+    env.barrier()  # every rank starts the study together
     for i in range(warmup + steps):
         t0 = clock()
         x, y, where = task.batch(origins[i * b_local : (i + 1) * b_local])
@@ -196,15 +204,17 @@ def train_steps(task: PatchTask, net, env, b_local: int, steps: int, warmup: int
         loss = F.mse_loss(run_net(net, x, where), y)
         loss.backward()
         t2, c2 = clock(), time.thread_time()
-        env.barrier()
+        if communicate:
+            env.barrier()
         t3 = clock()
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
-        env.all_reduce_sum(flat)
-        flat /= env.world
-        offset = 0
-        for p in params:
-            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+        if communicate:
+            flat = torch.cat([p.grad.reshape(-1) for p in params])
+            env.all_reduce_sum(flat)
+            flat /= env.world
+            offset = 0
+            for p in params:
+                p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
         t4, c4 = clock(), time.thread_time()
         opt.step()
         t5, c5 = clock(), time.thread_time()
@@ -213,7 +223,7 @@ def train_steps(task: PatchTask, net, env, b_local: int, steps: int, warmup: int
     return rows, nbytes
 
 
-def infer_rounds(pred: Predictor, path: str, var: str, frames: int, out_path: str, env, block: int) -> tuple[list, dict]:
+def infer_rounds(pred: Predictor, path: str, var: str, frames: int, out_path: str, env, block: int, communicate: bool = True) -> tuple[list, dict]:
     """Timed inference of the first ``frames`` frames of ``path`` in chunks of ``block`` (every rank its
     block of chunks, one chunk per round, ranks with fewer chunks waiting); (rows, byte counts)."""
     chunk_list = win.chunks(frames, block)
@@ -256,7 +266,8 @@ def infer_rounds(pred: Predictor, path: str, var: str, frames: int, out_path: st
                 t3 = clock()
                 nread += raw.nbytes
                 nwritten += data.nbytes
-            env.barrier()
+            if communicate:  # rate mode: no waiting for the other ranks between chunks
+                env.barrier()
             t4 = clock()
             rows.append([t2 - t1, 0.0, t1 - t0, t3 - t2, t4 - t3, t4 - t0, c2 - c1])
         out.finish(None)
@@ -341,13 +352,11 @@ def accuracy(cfg, task: PatchTask, env, args) -> dict:
 
 
 def measure(cfg, env, args) -> int:
-    """One rank count: every study, then ``DIR/ranks<N>.json`` (rank 0); with ``--rate-copy K`` an
-    independent one-rank copy (``DIR/rate<K>.json``) run beside the others for the rate-mode compute."""
-    rate = args.rate_copy is not None
-    if rate and env.world != 1:
-        raise UserError("--rate-copy is a one-rank run (the sweep starts the copies itself)")
-    tag = f"r{args.rate_copy}" if rate else str(env.world)  # this run's own file names under DIR/work
-    out_json = os.path.join(args.out, f"rate{args.rate_copy}.json" if rate else f"ranks{env.world}.json")
+    """One rank count: every study, then ``DIR/ranks<N>.json`` (rank 0); with ``--rate-mode`` the same
+    studies without waiting or all-reducing (``DIR/rate<N>.json``): the compute of ranks sharing a node."""
+    rate = args.rate_mode
+    tag = f"r{env.world}" if rate else str(env.world)  # this run's own file names under DIR/work
+    out_json = os.path.join(args.out, f"rate{env.world}.json" if rate else f"ranks{env.world}.json")
     if env.broadcast_object(os.path.exists(out_json)) and not args.force:  # every rank decides alike
         raise UserError(f"{out_json} exists; refusing to overwrite it (pass --force, or use another --out)")
     if cfg.data.source != "swe" or len(config_mod.variables(cfg)) > 1 or config_mod.conditioned(cfg):
@@ -411,7 +420,7 @@ def measure(cfg, env, args) -> int:
         sample_bytes[name] = (x.numel() + y.numel()) * 4
         for mode, global_batch in (("weak", args.batch * env.world), ("strong", args.strong_batch)):
             b = per_rank_batch(global_batch, env.world)
-            rows, nbytes = train_steps(task, net, env, b, args.steps, args.warmup_steps, tcfg.lr, tcfg.seed)
+            rows, nbytes = train_steps(task, net, env, b, args.steps, args.warmup_steps, tcfg.lr, tcfg.seed, communicate=not rate)
             everyone = gather_rows(env, rows)
             r = summarise(everyone)
             result["studies"][f"{name}/{mode}"] = {
@@ -438,7 +447,7 @@ def measure(cfg, env, args) -> int:
     _ensure_swe(infer_path, n_frames, size, cfg.data.test_seed, env)
     for mode, total in (("weak", args.frames * env.world), ("strong", args.strong_frames)):
         out_path = os.path.join(args.out, "work", f"sr_{mode}_{tag}.h5")
-        rows, nb = infer_rounds(pred, infer_path, var, total, out_path, env, ic.block_frames)
+        rows, nb = infer_rounds(pred, infer_path, var, total, out_path, env, ic.block_frames, communicate=not rate)
         everyone = gather_rows(env, rows)
         r = summarise(everyone)
         io = env.all_reduce_sum(torch.tensor([nb["read_bytes"], nb["written_bytes"]], dtype=torch.float64, device=env.device)).tolist()
@@ -449,7 +458,8 @@ def measure(cfg, env, args) -> int:
             "flops_per_sample": nb["flops_per_frame"], "io_bytes_per_sample": (io[0] + io[1]) / total, "read_bytes": io[0], "written_bytes": io[1],
             "weights": "trained: " + os.path.abspath(args.run_dir) if args.run_dir else "freshly initialised (timing only)",
             "jitter_fraction": jitter(everyone[:, : nb["chunks"]])}
-    result["network"] = network_benchmark(env)
+    result["network"] = None if rate else network_benchmark(env)
+    result["rate_mode"] = rate
     if args.accuracy_epochs and not rate:
         result["accuracy"] = accuracy(cfg, task2d, env, args)
     if env.is_root:
@@ -461,15 +471,15 @@ def measure(cfg, env, args) -> int:
 # --- report ----------------------------------------------------------------------------------
 
 def _per_sample(rec: dict, cpu: bool = False) -> tuple[float, float]:
-    """(compute, host) seconds per sample of a one-rank study record."""
-    t, b = rec["time_s"], rec["per_rank"] if rec["unit"] == "sample" else rec["global"] / rec["steps"]
+    """(compute, host) seconds per sample (per frame) of one rank in a study record."""
+    t, b = rec["time_s"], rec["per_rank"] if rec["unit"] == "sample" else rec["global"] / rec["ranks"] / rec["steps"]
     return t["compute_cpu" if cpu else "compute"]["mean"] / b, (t["data"]["mean"] + t["write"]["mean"]) / b
 
 
 def workload_from(rec: dict, cpu: bool = False, loaded: list = ()) -> pm.Workload:
     """The model's :class:`~hpcvsr.perfmodel.Workload` from a one-rank study record (``cpu``: the compute
     term from the CPU time of the computing thread instead of the wall time, i.e. a whole core);
-    ``loaded``: the same study's records from the rate-mode copies (their mean is the compute and host
+    ``loaded``: the same study's records from rate-mode runs (their mean is the compute and host
     time per sample with every core of the node busy)."""
     compute, host = _per_sample(rec, cpu)
     busy = [_per_sample(r, cpu) for r in loaded]
@@ -546,7 +556,8 @@ def report(out_dir: str, this_machine: str, machines: list, force: bool, global_
     here = pm.load_machine(this_machine)
     others = [pm.load_machine(f) for f in machines]
     base = runs[0]["studies"]
-    copies = [json.load(open(f))["studies"] for f in sorted(glob.glob(os.path.join(out_dir, "rate*.json")))]
+    rate_runs = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out_dir, "rate*.json")))]
+    copies = [r["studies"] for r in rate_runs]  # rate mode: each a run with a rank on every core, no communication
     rows, model_check = [], []
     for run in runs:
         n = run["ranks"]
@@ -574,7 +585,7 @@ def report(out_dir: str, this_machine: str, machines: list, force: bool, global_
                                     "error_full_core": model_full / full - 1})
     acc = {str(r["ranks"]): r["accuracy"] for r in runs if r.get("accuracy")}
     result = {"ranks": [r["ranks"] for r in runs], "cores": runs[0]["cores"], "threads_per_rank": runs[0]["threads_per_rank"],
-              "rate_copies": len(copies),
+              "rate_mode_ranks": [r["ranks"] for r in rate_runs],
               "load_average": {str(r["ranks"]): r.get("load_average") for r in runs},
               "studies": rows, "model_check": model_check, "accuracy": acc, "this_machine": dataclasses.asdict(here),
               "networks": {str(r["ranks"]): r.get("network") for r in runs},
@@ -723,14 +734,11 @@ def sweep(args) -> None:
         check(subprocess.run(cmd, env=env, capture_output=True, text=True), f"{n}-rank run")
         copies = min(max(args.sweep), os.cpu_count() or 1)
         if n == 1 and copies > 1 and args.rate:
-            # rate mode: independent one-rank copies on every core at once, no communication: what a rank
-            # computes when the node is busy (the model's compute term with more than one rank per node)
-            print(f"--- rate mode: {copies} independent one-rank copies at once", flush=True)
-            procs = [subprocess.Popen([sys.executable, "-m", "hpcvsr.scaling", *child_args(args), "--rate-copy", str(k)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(copies)]
-            for k, proc in enumerate(procs):
-                _, err = proc.communicate()
-                check(subprocess.CompletedProcess(proc.args, proc.returncode, "", err), f"rate-mode copy {k}")
+            # rate mode: a rank on every core, each study started together, no waiting and no all-reduce: what a
+            # rank computes when the node is busy (the model's compute term with more than one rank per node)
+            cmd = dist.mpirun_command(copies) + [sys.executable, "-m", "hpcvsr.scaling", *child_args(args), "--rate-mode"]
+            print(f"--- rate mode, {copies} ranks without communication: {' '.join(cmd)}", flush=True)
+            check(subprocess.run(cmd, env=env, capture_output=True, text=True), "rate-mode run")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -755,9 +763,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--predict-global-batch", type=int, default=4096, help="global batch of the predicted strong scaling")
     p.add_argument("--force", action="store_true", help="replace existing ranks<N>.json / scaling.json")
     p.add_argument("--rate", action=argparse.BooleanOptionalAction, default=True,
-                   help="with --sweep: after the one-rank run, run independent one-rank copies on every core at once (rate mode), "
+                   help="with --sweep: after the one-rank run, a rank on every core without communication (rate mode), "
                         "whose compute calibrates the model for ranks that share a node (default: on)")
-    p.add_argument("--rate-copy", type=int, help=argparse.SUPPRESS)  # one of the sweep's rate-mode copies: DIR/rate<K>.json
+    p.add_argument("--rate-mode", action="store_true",
+                   help="this run: ranks start each study together but neither wait nor all-reduce (DIR/rate<N>.json)")
     return p
 
 

@@ -39,10 +39,13 @@ def test_two_rank_sweep_writes_every_field_and_a_breakdown_that_adds_up(tmp_path
     res = json.load(open(out / "scaling.json"))
     assert os.path.getsize(out / "scaling.png") > 10_000
     assert res["ranks"] == [1, 2]
-    # rate mode: two independent one-rank copies at once calibrate the compute of ranks sharing the node
-    assert res["rate_copies"] == 2 and (out / "rate0.json").exists() and (out / "rate1.json").exists()
-    rates = [json.load(open(out / f"rate{k}.json"))["studies"]["train3d/weak"] for k in (0, 1)]
-    loaded = sum(r["time_s"]["compute"]["mean"] / r["per_rank"] for r in rates) / 2
+    # rate mode: a rank on each core, no communication, calibrates the compute of ranks sharing the node
+    assert res["rate_mode_ranks"] == [2] and (out / "rate2.json").exists()
+    rate = json.load(open(out / "rate2.json"))
+    assert rate["rate_mode"] and rate["network"] is None
+    r3 = rate["studies"]["train3d/weak"]
+    assert r3["time_s"]["allreduce"]["max"] < 1e-4 and r3["time_s"]["wait"]["max"] < 1e-4  # no communication, no waiting
+    loaded = r3["time_s"]["compute"]["mean"] / r3["per_rank"]
     two = next(r for r in res["studies"] if r["workload"] == "train3d" and r["mode"] == "weak" and r["ranks"] == 2)
     assert math.isclose(two["model"]["breakdown"]["compute"], loaded * two["per_rank"], rel_tol=1e-9)
     studies = {(r["workload"], r["mode"], r["ranks"]) for r in res["studies"]}
