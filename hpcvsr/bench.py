@@ -40,7 +40,7 @@ import torch
 import yaml
 
 from . import checkpoint, dist, kinds
-from .errors import UserError, cli
+from .errors import UserError, cli, run_child
 from .io.atomic import write_json
 from .models import from_entry
 from .models.cost import macs
@@ -91,15 +91,6 @@ def sequential_write(path: str, shape: tuple) -> float:
     return rate
 
 
-def _checked(cmd: list, what: str, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if proc.returncode:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        why = next((line for line in lines if line.startswith("hpcvsr: error:")), lines[-1] if lines else f"exit {proc.returncode}")
-        raise UserError(f"{what} failed: {why}")
-    return proc
-
-
 def infer_cli(run_dir: str, archive: str, out: str, *, ranks: int = 1, sets=(), cwd=None, env=None) -> dict:
     """``python -m hpcvsr.infer --degrade`` of ``run_dir`` on ``archive`` (from ``cwd``'s code): its stats."""
     stats = out + ".stats.json"
@@ -109,7 +100,7 @@ def infer_cli(run_dir: str, archive: str, out: str, *, ranks: int = 1, sets=(), 
     if ranks > 1:
         cmd = dist.mpirun_command(ranks) + cmd
     t0 = time.time()
-    _checked(cmd, f"infer ({' '.join(sets) or 'defaults'}, {ranks} rank(s))", cwd=cwd, env=env)
+    run_child(cmd, f"infer ({' '.join(sets) or 'defaults'}, {ranks} rank(s))", cwd=cwd, env=env)
     s = json.load(open(stats))
     m = s["metrics"] or {}
     return {"frames_per_s": s["frames_per_s"], "seconds": s["seconds"], "wall_with_startup_s": time.time() - t0,
@@ -134,17 +125,6 @@ def _each(net, inputs: list) -> None:
         net(x)
 
 
-def _3d_stage(pred, sr2d: torch.Tensor, idx: np.ndarray, batch: int) -> None:
-    """The 3D stage as :meth:`hpcvsr.engine.Predictor._frames` runs it on the 2D outputs ``sr2d``."""
-    from .data.patches import model_input
-
-    for w in torch.from_numpy(idx).split(batch):
-        if pred.shared is not None:
-            pred.shared.forward_shared(sr2d[:, 0], w)
-        else:
-            pred.net(model_input(sr2d[w]))
-
-
 def inference_parts(run_dir: str, lr: torch.Tensor, *, batch: int, peaks: dict, min_seconds: float, precisions=PRECISIONS) -> list[dict]:
     """In-process frames/s, GFLOP/s and fraction of peak of the 2D stage, the 3D stage and both
     fused (Predictor.predict) at each precision, on the LR frames ``lr`` (T, C, h, w). The
@@ -162,7 +142,7 @@ def inference_parts(run_dir: str, lr: torch.Tensor, *, batch: int, peaks: dict, 
         with torch.no_grad():
             sr2d = torch.cat([pred.net2d(lr[i : i + batch]) for i in range(0, T, batch)])
             parts = {"2D": partial(_each, pred.net2d, [lr[i : i + batch] for i in range(0, T, batch)]),
-                     "3D": partial(_3d_stage, pred, sr2d, idx, batch), "fused": partial(pred.predict, lr, idx)}
+                     "3D": partial(pred.windows_3d, sr2d, idx), "fused": partial(pred.predict, lr, idx)}
             for part, f in parts.items():
                 count = macs(torch.nn.ModuleList([pred.net2d, pred.shared or pred.net]), call=f) if "compile" not in precision else None
                 s = seconds_per_call(f, min_seconds)
@@ -238,9 +218,9 @@ def compare_revisions(rev: str, archive: str, work: str, *, train_sets=(), infer
     (the current models also with ``infer_sets``). {label: {"train": ..., "infer": {label: stats}}}."""
     root = _repo_root()
     wt = os.path.join(work, "rev")
-    _checked(["git", "-C", root, "worktree", "add", "--detach", wt, rev], f"git worktree add {rev}")
+    run_child(["git", "-C", root, "worktree", "add", "--detach", wt, rev], f"git worktree add {rev}")
     try:
-        sha = _checked(["git", "-C", wt, "rev-parse", "--short", "HEAD"], "git rev-parse").stdout.strip()
+        sha = run_child(["git", "-C", wt, "rev-parse", "--short", "HEAD"], "git rev-parse").stdout.strip()
         variants = [(f"{rev} ({sha})", wt, ())]
         variants += [("current", root, ())] + ([("current, " + " ".join(train_sets), root, tuple(train_sets))] if train_sets else [])
         out = {}
@@ -251,7 +231,7 @@ def compare_revisions(rev: str, archive: str, work: str, *, train_sets=(), infer
                 cmd += ["--set", s]
             code_env = dict(env or os.environ, PYTHONPATH=code)
             t0 = time.time()
-            _checked(cmd, f"training with {label}", cwd=code, env=code_env)
+            run_child(cmd, f"training with {label}", cwd=code, env=code_env)
             row = {"train": _train_summary(run), "train_wall_s": time.time() - t0, "infer": {}}
             for isets in [()] + ([tuple(infer_sets)] if infer_sets and code == root else []):
                 name = " ".join(isets) or "defaults"
@@ -317,7 +297,7 @@ def main(argv=None) -> int:
     work = tempfile.mkdtemp(prefix="hpcvsr-bench-", dir=os.path.dirname(os.path.abspath(args.json)))
     try:
         archive = os.path.join(work, "input.h5")
-        _checked([sys.executable, "-m", "hpcvsr.data", "swe", "--frames", str(args.frames), "--size", *map(str, args.size),
+        run_child([sys.executable, "-m", "hpcvsr.data", "swe", "--frames", str(args.frames), "--size", *map(str, args.size),
                   "--seed", "99", "--out", archive, "--quiet"], "generating the archive", env=env)
         gemm = {"fp32": gemm_peak(torch.float32, min_seconds=args.seconds), "bf16": gemm_peak(torch.bfloat16, min_seconds=args.seconds)}
         conv = {"fp32": conv_peak(torch.float32, args.seconds), "bf16": conv_peak(torch.bfloat16, args.seconds)}

@@ -107,10 +107,17 @@ class Predictor:
             src = dg.upscale(lr, self.scale)
         else:  # windows of LR frames
             src = lr
-        t = torch.from_numpy(idx).to(lr.device)
+        return self.windows_3d(src, idx, where)
+
+    @torch.no_grad()
+    def windows_3d(self, src: torch.Tensor, idx: np.ndarray, where=None) -> torch.Tensor:
+        """The 3D network on windows ``idx`` (k, window) of the buffer ``src`` (T, C, H, W) in batches,
+        overlapping windows sharing their frames' work when the network allows it; ``where(w)`` gives
+        a conditioned network the places and times of windows ``w``."""
+        t = torch.from_numpy(idx).to(src.device)
         if self.shared is not None and src.shape[1] == 1:
-            return torch.cat([self.shared.forward_shared(src[:, 0], w) for w in t.split(b)])
-        return torch.cat([run(self.net, model_input(src[w]), where(w)) for w in t.split(b)])
+            return torch.cat([self.shared.forward_shared(src[:, 0], w) for w in t.split(self.batch)])
+        return torch.cat([run(self.net, model_input(src[w]), where(w) if where else None) for w in t.split(self.batch)])
 
     def predict(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None) -> torch.Tensor:
         """(k, C, H - 2 crop, W - 2 crop) super-resolved frames of the LR buffer (T, C, h, w) of the

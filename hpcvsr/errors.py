@@ -31,6 +31,19 @@ def cli(main):
     return wrapper
 
 
+def run_child(cmd: list, what: str, tail: int = 1, **kwargs):
+    """Run ``cmd`` (an hpcvsr command a benchmark or sweep starts) with its output captured; if it fails,
+    raise a UserError with the child's own ``hpcvsr: error:`` line, or else its last ``tail`` lines."""
+    import subprocess
+
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if proc.returncode:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        why = next((line for line in lines if line.startswith("hpcvsr: error:")), "\n".join(lines[-tail:]) or f"exit {proc.returncode}")
+        raise UserError(f"{what} failed: {why}")
+    return proc
+
+
 def _close_progress_bars() -> None:
     tqdm = sys.modules.get("tqdm")
     for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):

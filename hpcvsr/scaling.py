@@ -67,7 +67,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 
@@ -87,7 +86,7 @@ from .data.blocks import phys, unit
 from .data.patches import PatchTask, prepare_inputs
 from .data.sequences import MultiArchive
 from .engine import Predictor
-from .errors import UserError, cli
+from .errors import UserError, cli, run_child
 from .io import h5out
 from .io.atomic import write_json
 from .models.conditioning import run as run_net
@@ -184,6 +183,15 @@ def flops_per_sample(net, x: torch.Tensor, where) -> float:
     return float(fc.get_total_flops())
 
 
+def average_gradients(params: list, env: dist.DistEnv) -> None:
+    """The gradients of ``params`` averaged over ranks: packed into one buffer, one all-reduce, unpacked."""
+    flat = env.all_reduce_sum(torch.cat([p.grad.reshape(-1) for p in params])) / env.world
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()
+
+
 def train_steps(task: PatchTask, net, env, b_local: int, steps: int, warmup: int, lr: float, seed: int,
                 communicate: bool = True) -> tuple[list, int]:
     """Timed training steps (see the module docstring); (rows of QUANTITIES per timed step, gradient bytes).
@@ -208,13 +216,7 @@ def train_steps(task: PatchTask, net, env, b_local: int, steps: int, warmup: int
             env.barrier()
         t3 = clock()
         if communicate:
-            flat = torch.cat([p.grad.reshape(-1) for p in params])
-            env.all_reduce_sum(flat)
-            flat /= env.world
-            offset = 0
-            for p in params:
-                p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
-                offset += p.numel()
+            average_gradients(params, env)
         t4, c4 = clock(), time.thread_time()
         opt.step()
         t5, c5 = clock(), time.thread_time()
@@ -339,11 +341,7 @@ def accuracy(cfg, task: PatchTask, env, args) -> dict:
             x, y, where = task.batch(origins[step * b_local : (step + 1) * b_local])
             opt.zero_grad(set_to_none=True)
             F.mse_loss(run_net(net, x, where), y).backward()
-            flat = env.all_reduce_sum(torch.cat([p.grad.reshape(-1) for p in params])) / env.world
-            offset = 0
-            for p in params:
-                p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
-                offset += p.numel()
+            average_gradients(params, env)
             opt.step()
         history.append(evaluate(task, net, env, "val")["psnr"])
     return {"epochs": args.accuracy_epochs, "global_batch": G, "steps_per_epoch": steps, "base_lr": t.lr, "base_batch": args.base_batch,
@@ -720,25 +718,19 @@ def child_args(args) -> list:
 def sweep(args) -> None:
     env = dist.launch_env()
 
-    def check(proc, what: str) -> None:
-        if proc.returncode:
-            lines = proc.stderr.strip().splitlines()
-            why = next((l for l in lines if l.startswith("hpcvsr: error:")), "\n".join(lines[-15:]) or f"exit {proc.returncode}")
-            raise UserError(f"the {what} failed: {why}")
-
     for n in args.sweep:
         cmd = [sys.executable, "-m", "hpcvsr.scaling", *child_args(args)]
         if n > 1:
             cmd = dist.mpirun_command(n) + cmd
         print(f"--- {n} rank(s): {' '.join(cmd)}", flush=True)
-        check(subprocess.run(cmd, env=env, capture_output=True, text=True), f"{n}-rank run")
+        run_child(cmd, f"the {n}-rank run", tail=15, env=env)
         copies = min(max(args.sweep), os.cpu_count() or 1)
         if n == 1 and copies > 1 and args.rate:
             # rate mode: a rank on every core, each study started together, no waiting and no all-reduce: what a
             # rank computes when the node is busy (the model's compute term with more than one rank per node)
             cmd = dist.mpirun_command(copies) + [sys.executable, "-m", "hpcvsr.scaling", *child_args(args), "--rate-mode"]
             print(f"--- rate mode, {copies} ranks without communication: {' '.join(cmd)}", flush=True)
-            check(subprocess.run(cmd, env=env, capture_output=True, text=True), "rate-mode run")
+            run_child(cmd, "the rate-mode run", tail=15, env=env)
 
 
 def parser() -> argparse.ArgumentParser:
