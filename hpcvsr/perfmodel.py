@@ -6,8 +6,8 @@ One step on ``p`` ranks with a per-rank batch of ``b`` samples takes
 
 * **compute**: ``b`` times the compute time per sample. On the machine that was measured it is
   the measured one-rank time per sample (forward, backward and optimizer update); with more than
-  one rank on a node it is the time per sample measured in *rate mode*, when the study has it:
-  a rank on every core of the node, each study started together, no waiting and no all-reduce (ranks that
+  one rank on a node it is the time per sample of the *loaded steps*, when the study has them: the
+  same work on every rank at the same moments, without the barrier and the all-reduce (ranks that
   share a node's cores, caches and memory bandwidth compute slower than one rank alone). On a GPU machine
   it is ``b`` times the floating-point operations per sample (counted on the measured run) divided
   by ``peak_tflops * sustained_fraction``; the sustained fraction is an assumption stated in each
@@ -25,16 +25,16 @@ One step on ``p`` ranks with a per-rank batch of ``b`` samples takes
   the start, not per step, so its per-step file-system term is zero; inference reads and writes
   every chunk.
 
-* **wait**: every step lasts as long as its slowest rank. The measured step (``barrier=True``) also
-  synchronises the ranks with a barrier before its all-reduce (inference: after each chunk), so that
-  waiting is measured apart from communication; that barrier is a collective with no payload,
-  :func:`allreduce_time` of 0 bytes, and is left out of predictions for production runs (DDP has
-  none). With a
-  per-step spread of the host and compute time of ``jitter`` (standard deviation over mean; noise,
-  not imbalance of work), the expected slowest of ``p`` ranks is later than the mean by
-  :func:`expected_max` ``(p) * jitter * (compute + data)``. On the measured machine ``jitter`` is
-  the spread of the one-rank run's steps (``calibrate_jitter``); on the others it is an assumption
-  stated in the machine file.
+* **wait**: every step lasts as long as its slowest rank. The measured step also synchronises the
+  ranks with a barrier before its all-reduce (inference: after each chunk), so that waiting is
+  measured apart from communication; its cost ``barrier_s`` is measured by the run's network
+  benchmark (or :func:`barrier_time`) and is left out of predictions for production runs (DDP has
+  none). With a spread ``jitter`` of a rank's host and compute time about the mean of the ranks
+  in the same step (standard deviation over mean; noise, not imbalance of work), the expected
+  slowest of ``p`` ranks is later than the mean by :func:`expected_max` ``(p) * jitter * (compute +
+  data)``. On the measured machine (``calibrate_jitter``) ``jitter`` comes from the loaded steps
+  when ranks share a node (:attr:`Workload.loaded_jitter_fraction`), else from the one-rank run's
+  step-to-step spread; on the others it is an assumption stated in the machine file.
  Weak efficiency is ``t(b, 1) / t(b, p)``; strong efficiency with a global batch
 ``B`` is ``t(B, 1) / (p * t(B / p, p))``. Machine descriptions (:class:`Machine`) are YAML files in
 ``configs/machines/``, loaded strictly by :func:`load_machine`.
@@ -84,8 +84,9 @@ class Workload:
     io_bytes_per_sample: float = 0.0  # file-system bytes read and written per sample per step
     flops_per_sample: float = 0.0  # floating-point operations per sample (forward + backward for training)
     jitter_fraction: float = 0.0  # measured per-step spread (std / mean) of the host and compute time
-    loaded_compute_s_per_sample: float = 0.0  # compute per sample with every core of the node busy (rate mode); 0: unknown
-    loaded_data_s_per_sample: float = 0.0  # host time per sample in rate mode; 0: unknown
+    loaded_compute_s_per_sample: float = 0.0  # compute per sample with every core of the node busy (loaded steps); 0: unknown
+    loaded_data_s_per_sample: float = 0.0  # host time per sample in the loaded steps; 0: unknown
+    loaded_jitter_fraction: float = 0.0  # spread of a rank's time about its step's mean of the ranks, in the loaded steps
 
 
 def load_machine(path: str) -> Machine:
@@ -193,7 +194,7 @@ def shares_node(p: int, m: Machine) -> bool:
 
 def compute_time(w: Workload, b: float, m: Machine, p: int = 1) -> float:
     """Seconds of compute for ``b`` samples: measured per sample (with ``p`` ranks sharing a node, as
-    measured in rate mode when known), or FLOPs over the sustained rate (a GPU per rank).
+    measured in the loaded steps when known), or FLOPs over the sustained rate (a GPU per rank).
 
     >>> compute_time(Workload(0.01, flops_per_sample=2e9), 4, Machine("cpu", 1, 1, 1, 1, 1, 1))
     0.04
@@ -222,27 +223,39 @@ def expected_max(p: int) -> float:
     return statistics.NormalDist().inv_cdf((p - 0.375) / (p + 0.25))
 
 
-def step_time(w: Workload, b: float, p: int, m: Machine, algorithm: str = "best", barrier: bool = False) -> dict:
+def barrier_time(p: int, m: Machine, algorithm: str = "best") -> float:
+    """A barrier where none was measured: a collective with no payload, :func:`allreduce_time` of 0 bytes.
+
+    >>> barrier_time(2, Machine("toy", 2, 1, 10, 1, 10, 1))  # 2 (p - 1) latencies
+    2e-05
+    """
+    return allreduce_time(0.0, p, m, algorithm)
+
+
+def step_time(w: Workload, b: float, p: int, m: Machine, algorithm: str = "best", barrier_s: float = 0.0) -> dict:
     """The predicted breakdown {compute, data, allreduce, io, wait, total} of one step (seconds);
-    ``barrier``: the step also has the measurement's barrier.
+    ``barrier_s``: the step also has the measurement's barrier, of that cost.
 
     >>> m = Machine("toy", ranks_per_node=2, max_nodes=1, intra_latency_us=10, intra_bandwidth_GBps=1,
     ...             inter_latency_us=10, inter_bandwidth_GBps=1)
     >>> step_time(Workload(0.01, 0.001, grad_bytes=1e6), 4, 2, m)["total"]  # 0.04 + 0.004 + (1 ms + 20 us)
     0.04502
-    >>> step_time(Workload(0.01, 0.001, grad_bytes=1e6), 4, 2, m, barrier=True)["wait"]  # 2 (p - 1) latencies
-    2e-05
+    >>> step_time(Workload(0.01, 0.001, grad_bytes=1e6), 4, 2, m, barrier_s=3e-5)["wait"]
+    3e-05
     >>> m = dataclasses.replace(m, jitter_fraction=0.1)
     >>> round(step_time(Workload(0.01, 0.001, grad_bytes=1e6), 4, 2, m)["wait"], 5)  # 0.589 * 0.1 * 0.044
     0.00259
+    >>> w = Workload(0.01, 0.001, loaded_compute_s_per_sample=0.012, loaded_data_s_per_sample=0.001, loaded_jitter_fraction=0.1)
+    >>> round(step_time(w, 4, 2, dataclasses.replace(m, calibrate_jitter=True))["wait"], 5)  # 0.589 * 0.1 * 0.052
+    0.00307
     """
     c = compute_time(w, b, m, p)
-    host = w.loaded_data_s_per_sample if m.peak_tflops <= 0 and shares_node(p, m) and w.loaded_data_s_per_sample else w.data_s_per_sample
-    d = b * host if m.data_on_critical_path else 0.0
+    loaded = m.peak_tflops <= 0 and shares_node(p, m) and w.loaded_compute_s_per_sample > 0
+    d = b * (w.loaded_data_s_per_sample if loaded else w.data_s_per_sample) if m.data_on_critical_path else 0.0
     a = allreduce_time(w.grad_bytes, p, m, algorithm) if w.grad_bytes else 0.0
     io = io_time(b * w.io_bytes_per_sample, p, m)
-    jitter = w.jitter_fraction if m.calibrate_jitter else m.jitter_fraction
-    wait = expected_max(p) * jitter * (c + d) + (allreduce_time(0.0, p, m, algorithm) if barrier else 0.0)
+    jitter = (w.loaded_jitter_fraction if loaded else w.jitter_fraction) if m.calibrate_jitter else m.jitter_fraction
+    wait = expected_max(p) * jitter * (c + d) + (barrier_s if p > 1 else 0.0)
     return {"compute": c, "data": d, "allreduce": a, "io": io, "wait": wait, "total": round(c + d + a + io + wait, 12)}
 
 

@@ -48,13 +48,19 @@ with ``t`` the mean step time (training) or the time to process the rank's frame
 none: f(k) = 1), reached by a linear warm-up over ``--lr-warmup`` epochs, and reports the
 validation PSNR reached.
 
-**Rate mode** (``--rate-mode``; ``--sweep`` runs it after the one-rank run, a rank on every core):
-the same studies, each started together, with neither the barrier nor the all-reduce: what a
-rank computes while its node's other cores are busy too.
+**Loaded steps** (``--loaded``, the default, with more than one rank): every timed step (inference:
+round) is paired with a loaded step just before it, the same work on every rank at the same moments
+with neither the barrier nor the all-reduce, followed by an untimed barrier. Its times are what a
+rank computes while the node's other cores compute too; taken in the same run, a step apart from
+the measured ones, they see the same state of a shared machine. They are recorded apart
+(``loaded`` in each study) and are not part of the measured steps.
 
 The report calibrates :mod:`hpcvsr.perfmodel` from the one-rank run (compute and data time per
-sample, gradient bytes, FLOPs per sample), checks it against the measured rank counts with the
-machine file ``--this-machine`` and predicts the machines ``--machines`` (configs/machines/).
+sample, gradient bytes, FLOPs per sample) and, for ranks that share a node, from the loaded steps
+(compute and data time; the waiting a barrier at their end would have caused), and the network
+(all-reduce and barrier) from the run's own benchmark. It checks the model against the measured
+rank counts with the machine file ``--this-machine`` (the communication and the waiting are
+predicted, not measured) and predicts the machines ``--machines`` (configs/machines/).
 """
 
 from __future__ import annotations
@@ -143,6 +149,33 @@ def jitter(rows: torch.Tensor) -> float:
     return float((own.std(1) / own.mean(1).clamp_min(1e-12)).mean())
 
 
+def would_wait(rows: torch.Tensor, barrier_s: float = 0.0) -> float:
+    """The waiting, beyond the barrier's own cost, that steps of ``rows`` (ranks, steps, quantities),
+    started together, would have had with a barrier at their end, as a fraction of a rank's time.
+
+    A rank leaves a barrier of cost ``barrier_s`` (the time it takes when every rank arrives at once)
+    once the last of the *other* ranks has arrived plus that cost: it waits ``max(0, max_{r' != r}
+    t_r' + barrier_s - t_r)`` for the host and compute time ``t`` of the step (a late rank finds the
+    others' messages there). The mean of that over ranks and steps, minus ``barrier_s``, over the mean
+    ``t``; steps where some rank had no work (inference) are left out.
+
+    >>> rows = torch.zeros(2, 2, len(QUANTITIES))
+    >>> rows[:, :, 0] = torch.tensor([[1.0, 3.0], [3.0, 1.0]])  # compute: each step one rank 1 s, the other 3 s
+    >>> would_wait(rows)  # the early rank waits 2 s, the late one 0: 1 s on average, over a mean of 2 s
+    0.5
+    >>> would_wait(rows, barrier_s=0.5)  # 2.5 s and 0 s: 1.25 s, 0.75 s more than the barrier alone
+    0.375
+    """
+    own = rows[:, :, [QUANTITIES.index(q) for q in ("compute", "data", "write")]].double().sum(-1)  # (ranks, steps)
+    own = own[:, (rows[:, :, 0] > 0).all(0)]
+    if own.shape[0] < 2 or own.shape[1] == 0:
+        return 0.0
+    top2 = own.topk(2, dim=0).values  # (2, steps): the latest and second latest arrival of each step
+    others = torch.where(own == top2[0], top2[1], top2[0])  # the latest arrival among the other ranks
+    waits = (others + barrier_s - own).clamp_min(0.0)
+    return float((waits.mean() - barrier_s).clamp_min(0.0) / own.mean().clamp_min(1e-12))
+
+
 def gather_rows(env: dist.DistEnv, rows: list) -> torch.Tensor:
     """Every rank's (steps, quantities) rows as (ranks, steps, quantities), in one collective."""
     mine = torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(QUANTITIES))
@@ -193,20 +226,21 @@ def average_gradients(params: list, env: dist.DistEnv) -> None:
 
 
 def train_steps(task: PatchTask, net, env, b_local: int, steps: int, warmup: int, lr: float, seed: int,
-                communicate: bool = True) -> tuple[list, int]:
-    """Timed training steps (see the module docstring); (rows of QUANTITIES per timed step, gradient bytes).
-    Without ``communicate`` (rate mode) the ranks start together but neither wait for each other nor
-    all-reduce: each computes as an independent copy beside the others."""
+                loaded: bool = False) -> tuple[list, list, int]:
+    """Timed training steps (see the module docstring); (rows of QUANTITIES per timed step, rows of the
+    loaded steps, gradient bytes). With ``loaded`` every timed step is preceded by a loaded step: the
+    same work with neither the barrier nor the all-reduce, followed by an untimed barrier so that the
+    measured step starts together on every rank."""
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     nbytes = sum(p.numel() * p.element_size() for p in params)
-    origins = task.sample(np.random.default_rng([seed, env.rank]), (steps + warmup) * b_local)
-    rows = []
+    origins = iter(np.array_split(task.sample(np.random.default_rng([seed, env.rank]), (warmup + steps * (2 if loaded else 1)) * b_local),
+                                  warmup + steps * (2 if loaded else 1)))
     clock = timer(env.device)
-    env.barrier()  # every rank starts the study together
-    for i in range(warmup + steps):
+
+    def step(communicate: bool) -> list:
         t0 = clock()
-        x, y, where = task.batch(origins[i * b_local : (i + 1) * b_local])
+        x, y, where = task.batch(next(origins))
         t1, c1 = clock(), time.thread_time()
         opt.zero_grad(set_to_none=True)
         loss = F.mse_loss(run_net(net, x, where), y)
@@ -220,14 +254,25 @@ def train_steps(task: PatchTask, net, env, b_local: int, steps: int, warmup: int
         t4, c4 = clock(), time.thread_time()
         opt.step()
         t5, c5 = clock(), time.thread_time()
+        return [(t2 - t1) + (t5 - t4), t4 - t3, t1 - t0, 0.0, t3 - t2, t5 - t0, (c2 - c1) + (c5 - c4)]
+
+    rows, busy = [], []
+    env.barrier()  # every rank starts the study together
+    for i in range(warmup + steps):
+        if loaded and i >= warmup:
+            busy.append(step(communicate=False))
+            env.barrier()  # untimed: the measured step starts together
+        row = step(communicate=True)
         if i >= warmup:
-            rows.append([(t2 - t1) + (t5 - t4), t4 - t3, t1 - t0, 0.0, t3 - t2, t5 - t0, (c2 - c1) + (c5 - c4)])
-    return rows, nbytes
+            rows.append(row)
+    return rows, busy, nbytes
 
 
-def infer_rounds(pred: Predictor, path: str, var: str, frames: int, out_path: str, env, block: int, communicate: bool = True) -> tuple[list, dict]:
+def infer_rounds(pred: Predictor, path: str, var: str, frames: int, out_path: str, env, block: int, loaded: bool = False) -> tuple[list, list, dict]:
     """Timed inference of the first ``frames`` frames of ``path`` in chunks of ``block`` (every rank its
-    block of chunks, one chunk per round, ranks with fewer chunks waiting); (rows, byte counts)."""
+    block of chunks, one chunk per round, ranks with fewer chunks waiting); (rows, rows of the loaded
+    rounds, byte counts). With ``loaded`` every round is preceded by a loaded round: the same chunk
+    read, super-resolved and written without the barrier, then an untimed barrier."""
     chunk_list = win.chunks(frames, block)
     if len(chunk_list) < env.world:
         raise UserError(f"{frames} frames in chunks of {block} give {len(chunk_list)} chunks for {env.world} ranks")
@@ -240,38 +285,49 @@ def infer_rounds(pred: Predictor, path: str, var: str, frames: int, out_path: st
     rows_, cols_ = (slice(0, h * s) if H % s else None), (slice(0, w * s) if W % s else None)
     shape = (frames, h * s - 2 * c, w * s - 2 * c)
     out = h5out.SROutput(out_path, shape, chunk_list, {"scale": s}, env, overwrite=True)
-    rows, nread, nwritten, clock = [], 0, 0, timer(env.device)
+    clock = timer(env.device)
+    count = {"read_bytes": 0, "written_bytes": 0}
+
+    def chunk_inputs(cid: int):
+        a, b = chunk_list[cid]
+        r0, r1 = win.halo_range(a, b, frames, pred.halo)
+        raw = arcs.read(r0, r1, rows_, cols_)
+        lr = dg.degrade(unit(pred.norms, torch.from_numpy(raw).to(env.device)), s, pred.degrade, pred.sigma)
+        return raw, lr, win.local_window_indices(np.arange(a, b), frames, r0, r1, pred.win_size, pred.pad)
+
+    def one_round(r: int, communicate: bool, counted: bool) -> list:
+        t0 = t1 = t2 = t3 = clock()
+        c1 = c2 = 0.0
+        if r < len(mine):
+            raw, lr, idx = chunk_inputs(mine[r])
+            t1, c1 = clock(), time.thread_time()
+            data = phys(pred.norms, pred.predict(lr, idx)).float().cpu().numpy()[:, 0]
+            t2, c2 = clock(), time.thread_time()
+            out.write(mine[r], data)
+            t3 = clock()
+            if counted:
+                count["read_bytes"] += raw.nbytes
+                count["written_bytes"] += data.nbytes
+        if communicate:
+            env.barrier()
+        t4 = clock()
+        return [t2 - t1, 0.0, t1 - t0, t3 - t2, t4 - t3, t4 - t0, c2 - c1]
+
+    rows, busy = [], []
     try:
         # the first chunk once, untimed and not written: first-call costs of the networks, and the FLOPs per frame
         from torch.utils.flop_counter import FlopCounterMode
 
-        a, b = chunk_list[mine[0]]
-        r0, r1 = win.halo_range(a, b, frames, pred.halo)
-        lr = dg.degrade(unit(pred.norms, torch.from_numpy(arcs.read(r0, r1, rows_, cols_)).to(env.device)), s, pred.degrade, pred.sigma)
+        _, lr, idx = chunk_inputs(mine[0])
         with FlopCounterMode(display=False) as fc:
-            pred.predict(lr, win.local_window_indices(np.arange(a, b), frames, r0, r1, pred.win_size, pred.pad))
-        flops = fc.get_total_flops() / (b - a)
+            pred.predict(lr, idx)
+        flops = fc.get_total_flops() / (chunk_list[mine[0]][1] - chunk_list[mine[0]][0])
         env.barrier()
         for r in range(rounds):
-            t0 = t1 = t2 = t3 = clock()
-            c1 = c2 = 0.0
-            if r < len(mine):
-                a, b = chunk_list[mine[r]]
-                r0, r1 = win.halo_range(a, b, frames, pred.halo)
-                raw = arcs.read(r0, r1, rows_, cols_)
-                lr = dg.degrade(unit(pred.norms, torch.from_numpy(raw).to(env.device)), s, pred.degrade, pred.sigma)
-                idx = win.local_window_indices(np.arange(a, b), frames, r0, r1, pred.win_size, pred.pad)
-                t1, c1 = clock(), time.thread_time()
-                data = phys(pred.norms, pred.predict(lr, idx)).float().cpu().numpy()[:, 0]
-                t2, c2 = clock(), time.thread_time()
-                out.write(mine[r], data)
-                t3 = clock()
-                nread += raw.nbytes
-                nwritten += data.nbytes
-            if communicate:  # rate mode: no waiting for the other ranks between chunks
-                env.barrier()
-            t4 = clock()
-            rows.append([t2 - t1, 0.0, t1 - t0, t3 - t2, t4 - t3, t4 - t0, c2 - c1])
+            if loaded:
+                busy.append(one_round(r, communicate=False, counted=False))
+                env.barrier()  # untimed: the measured round starts together
+            rows.append(one_round(r, communicate=True, counted=True))
         out.finish(None)
     finally:
         arcs.close()
@@ -282,37 +338,72 @@ def infer_rounds(pred: Predictor, path: str, var: str, frames: int, out_path: st
                 shutil.rmtree(p, ignore_errors=True)
             elif os.path.exists(p):
                 os.remove(p)
-    return rows, {"read_bytes": nread, "written_bytes": nwritten, "chunks": len(mine), "rounds": rounds, "flops_per_frame": flops}
+    return rows, busy, {**count, "chunks": len(mine), "rounds": rounds, "flops_per_frame": flops}
 
 
-def network_benchmark(env, sizes=(4096, 4 << 20), reps: int = 20, busy_s: float = 0.005) -> dict | None:
+def inference_frames(args, block: int) -> tuple[int, int]:
+    """(weak frames per rank, strong frames in all): ``--frames`` and ``--strong-frames``, by default
+    ``--steps`` chunks of ``block`` frames per rank (weak) and twice that in all (strong).
+
+    >>> inference_frames(argparse.Namespace(frames=None, strong_frames=None, steps=10), 4)
+    (40, 80)
+    """
+    per_rank = args.frames if args.frames is not None else args.steps * block
+    return per_rank, (args.strong_frames if args.strong_frames is not None else 2 * args.steps * block)
+
+
+def loaded_record(env, busy: list, barrier_s: float, chunks: int | None = None) -> dict:
+    """The loaded steps of one study, gathered from every rank: ``time_s`` as :func:`summarise`,
+    ``jitter_fraction`` the step-to-step spread within a rank (:func:`jitter`), ``wait_fraction`` the
+    waiting a barrier of cost ``barrier_s`` at their end would have added (:func:`would_wait`);
+    ``chunks``: the rounds a rank has work in (inference)."""
+    everyone = gather_rows(env, busy)
+    own = everyone if chunks is None else everyone[:, :chunks]
+    return {"ranks": env.world, "time_s": summarise(everyone), "jitter_fraction": jitter(own),
+            "wait_fraction": would_wait(everyone, barrier_s), "barrier_s": barrier_s}
+
+
+def network_benchmark(env, sizes=(4096, 4 << 20), reps: int = 40, busy_s: float = 0.005) -> dict | None:
     """Latency and bandwidth of this process group, fitted to the ring formula from all-reduces of two
     sizes. Each timed all-reduce follows ``busy_s`` of computation and a barrier, as in a training step
     (an all-reduce right after another is faster than one after compute: the peer's threads are awake),
-    and the mean over ``reps`` is used, not the median: the model predicts mean step times."""
+    and the mean over ``reps`` is used, not the median: the model predicts mean step times. The barrier
+    is timed the same way, right after the burst (as in a step, where it follows the computation)."""
     if not env.distributed:
         return None
     times, clock = [], timer(env.device)
     a = torch.randn(128, 128)
+
+    def burst() -> None:
+        t_busy = time.perf_counter()
+        while time.perf_counter() - t_busy < busy_s:
+            a @ a
+
+    env.barrier()
+    bars = []
+    for _ in range(reps):
+        burst()
+        t0 = clock()
+        env.barrier()
+        bars.append(clock() - t0)
     for n in sizes:
         buf = torch.ones(n // 4, dtype=torch.float32, device=env.device)
         env.all_reduce_sum(buf)
         got = []
         for _ in range(reps):
-            t_busy = time.perf_counter()
-            while time.perf_counter() - t_busy < busy_s:
-                a @ a
+            burst()
             env.barrier()
             t0 = clock()
             env.all_reduce_sum(buf)
             got.append(clock() - t0)
         times.append(float(np.mean(got)))
     times = env.all_reduce_max(torch.tensor(times, dtype=torch.float64, device=env.device)).tolist()
+    barrier_s = float(env.all_reduce_sum(torch.tensor([float(np.mean(bars))], dtype=torch.float64, device=env.device))[0]) / env.world
     p = env.world
     f = 2 * (p - 1) / p
     bw = f * (sizes[1] - sizes[0]) / max(1e-12, times[1] - times[0])
     lat = max(0.0, (times[0] - f * sizes[0] / bw) / (2 * (p - 1)))
-    return {"sizes_bytes": list(sizes), "seconds": times, "latency_s": lat, "bandwidth_Bps": bw,
+    return {"sizes_bytes": list(sizes), "seconds": times, "latency_s": lat, "bandwidth_Bps": bw, "barrier_s": barrier_s,
             "fit": "ring: 2(p-1)/p bytes/bw + 2(p-1) latency; mean of all-reduces after a burst of compute and a barrier"}
 
 
@@ -350,17 +441,17 @@ def accuracy(cfg, task: PatchTask, env, args) -> dict:
 
 
 def measure(cfg, env, args) -> int:
-    """One rank count: every study, then ``DIR/ranks<N>.json`` (rank 0); with ``--rate-mode`` the same
-    studies without waiting or all-reducing (``DIR/rate<N>.json``): the compute of ranks sharing a node."""
-    rate = args.rate_mode
-    tag = f"r{env.world}" if rate else str(env.world)  # this run's own file names under DIR/work
-    out_json = os.path.join(args.out, f"rate{env.world}.json" if rate else f"ranks{env.world}.json")
+    """One rank count: every study, then ``DIR/ranks<N>.json`` (rank 0). With more than one rank and
+    ``--loaded`` each timed step is paired with a loaded step (see :func:`train_steps`)."""
+    loaded = args.loaded and env.world > 1
+    tag = str(env.world)  # this run's own file names under DIR/work
+    out_json = os.path.join(args.out, f"ranks{env.world}.json")
     if env.broadcast_object(os.path.exists(out_json)) and not args.force:  # every rank decides alike
         raise UserError(f"{out_json} exists; refusing to overwrite it (pass --force, or use another --out)")
     if cfg.data.source != "swe" or len(config_mod.variables(cfg)) > 1 or config_mod.conditioned(cfg):
         raise UserError("the scaling study generates one shallow-water variable: data.source must be swe, with one data.var and no conditioning")
     for name in ("batch", "strong_batch", "frames", "strong_frames", "steps"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
     s, var, k = cfg.degrade.scale, cfg.data.var, kinds.kind(cfg.pipeline)
     size, frames = cfg.data.size, cfg.data.frames
@@ -409,6 +500,8 @@ def measure(cfg, env, args) -> int:
     result = {"ranks": env.world, "launcher": env.launcher, "device": str(env.device), "threads_per_rank": torch.get_num_threads(),
               "cores": os.cpu_count(), "load_average": os.getloadavg()[0], "pipeline": cfg.pipeline, "config": config_mod.to_dict(cfg),
               "studies": {}, "time": time.time()}
+    result["network"] = network_benchmark(env)  # first: the loaded steps' would-be waiting needs the barrier's cost
+    barrier_s = result["network"]["barrier_s"] if result["network"] else 0.0
     sample_bytes = {}
     for name, task, net, tcfg in (("train2d", task2d, model2d, cfg.train2d), ("train3d", task3d, final, cfg.train3d)):
         if task is None:
@@ -418,7 +511,7 @@ def measure(cfg, env, args) -> int:
         sample_bytes[name] = (x.numel() + y.numel()) * 4
         for mode, global_batch in (("weak", args.batch * env.world), ("strong", args.strong_batch)):
             b = per_rank_batch(global_batch, env.world)
-            rows, nbytes = train_steps(task, net, env, b, args.steps, args.warmup_steps, tcfg.lr, tcfg.seed, communicate=not rate)
+            rows, busy, nbytes = train_steps(task, net, env, b, args.steps, args.warmup_steps, tcfg.lr, tcfg.seed, loaded=loaded)
             everyone = gather_rows(env, rows)
             r = summarise(everyone)
             result["studies"][f"{name}/{mode}"] = {
@@ -426,7 +519,7 @@ def measure(cfg, env, args) -> int:
                 "steps": args.steps, "time_s": r, "step_s": r["step"]["mean"], "t_s": r["step"]["mean"],
                 "other_s": r["step"]["mean"] - sum(r[q]["mean"] for q in PARTS), "allreduce_bytes": nbytes,
                 "flops_per_sample": fl, "sample_bytes": sample_bytes[name], "io_bytes_per_sample": 0.0, "patch": task.patch,
-                "jitter_fraction": jitter(everyone)}
+                "jitter_fraction": jitter(everyone), "loaded": loaded_record(env, busy, barrier_s) if loaded else None}
     # inference: a run's networks, or fresh ones of the configured shapes written as a model file
     run_dir = args.run_dir
     if not run_dir:
@@ -440,12 +533,13 @@ def measure(cfg, env, args) -> int:
         env.barrier()
     ic = cfg.infer
     pred = Predictor(run_dir, env.device, batch=ic.batch, tile=ic.tile, tile_halo=ic.tile_halo, precision=ic.precision, compile=ic.compile)
-    n_frames = max(args.frames * env.world, args.strong_frames)
+    per_rank_frames, strong_frames = inference_frames(args, ic.block_frames)
+    n_frames = max(per_rank_frames * env.world, strong_frames)
     infer_path = os.path.join(data_dir, f"swe_seed{cfg.data.test_seed}_{n_frames}x{size[0]}x{size[1]}.h5")
     _ensure_swe(infer_path, n_frames, size, cfg.data.test_seed, env)
-    for mode, total in (("weak", args.frames * env.world), ("strong", args.strong_frames)):
+    for mode, total in (("weak", per_rank_frames * env.world), ("strong", strong_frames)):
         out_path = os.path.join(args.out, "work", f"sr_{mode}_{tag}.h5")
-        rows, nb = infer_rounds(pred, infer_path, var, total, out_path, env, ic.block_frames, communicate=not rate)
+        rows, busy, nb = infer_rounds(pred, infer_path, var, total, out_path, env, ic.block_frames, loaded=loaded)
         everyone = gather_rows(env, rows)
         r = summarise(everyone)
         io = env.all_reduce_sum(torch.tensor([nb["read_bytes"], nb["written_bytes"]], dtype=torch.float64, device=env.device)).tolist()
@@ -455,10 +549,10 @@ def measure(cfg, env, args) -> int:
             "t_s": r["step"]["mean"] * nb["rounds"], "other_s": r["step"]["mean"] - sum(r[q]["mean"] for q in PARTS), "allreduce_bytes": 0,
             "flops_per_sample": nb["flops_per_frame"], "io_bytes_per_sample": (io[0] + io[1]) / total, "read_bytes": io[0], "written_bytes": io[1],
             "weights": "trained: " + os.path.abspath(args.run_dir) if args.run_dir else "freshly initialised (timing only)",
-            "jitter_fraction": jitter(everyone[:, : nb["chunks"]])}
-    result["network"] = None if rate else network_benchmark(env)
-    result["rate_mode"] = rate
-    if args.accuracy_epochs and not rate:
+            "jitter_fraction": jitter(everyone[:, : nb["chunks"]]),
+            "loaded": loaded_record(env, busy, barrier_s, nb["chunks"]) if loaded else None}
+    result["loaded_steps"] = loaded
+    if args.accuracy_epochs:
         result["accuracy"] = accuracy(cfg, task2d, env, args)
     if env.is_root:
         write_json(out_json, result, overwrite=args.force)
@@ -469,33 +563,38 @@ def measure(cfg, env, args) -> int:
 # --- report ----------------------------------------------------------------------------------
 
 def _per_sample(rec: dict, cpu: bool = False) -> tuple[float, float]:
-    """(compute, host) seconds per sample (per frame) of one rank in a study record."""
+    """(compute, host) seconds per sample (per frame) of one rank in a study record (or its ``loaded`` part,
+    which has the study's sizes)."""
     t, b = rec["time_s"], rec["per_rank"] if rec["unit"] == "sample" else rec["global"] / rec["ranks"] / rec["steps"]
     return t["compute_cpu" if cpu else "compute"]["mean"] / b, (t["data"]["mean"] + t["write"]["mean"]) / b
 
 
-def workload_from(rec: dict, cpu: bool = False, loaded: list = ()) -> pm.Workload:
+def workload_from(rec: dict, cpu: bool = False, loaded: dict | None = None) -> pm.Workload:
     """The model's :class:`~hpcvsr.perfmodel.Workload` from a one-rank study record (``cpu``: the compute
     term from the CPU time of the computing thread instead of the wall time, i.e. a whole core);
-    ``loaded``: the same study's records from rate-mode runs (their mean is the compute and host
-    time per sample with every core of the node busy)."""
+    ``loaded``: a multi-rank study record with loaded steps (their compute and host time per sample,
+    and the waiting a barrier would have added, with every rank of the node busy)."""
     compute, host = _per_sample(rec, cpu)
-    busy = [_per_sample(r, cpu) for r in loaded]
+    lo = (loaded or {}).get("loaded")
+    busy = _per_sample({**loaded, "time_s": lo["time_s"]}, cpu) if lo else (0.0, 0.0)
+    # the spread about the step's mean that makes expected_max(ranks) * spread the loaded steps' would-be waiting
+    spread = lo["wait_fraction"] / pm.expected_max(lo["ranks"]) if lo and lo["ranks"] > 1 else 0.0
     return pm.Workload(compute_s_per_sample=compute, data_s_per_sample=host, grad_bytes=rec["allreduce_bytes"],
                        io_bytes_per_sample=rec.get("io_bytes_per_sample", 0.0), flops_per_sample=rec.get("flops_per_sample", 0.0),
                        jitter_fraction=rec.get("jitter_fraction", 0.0),
-                       loaded_compute_s_per_sample=float(np.mean([c for c, _ in busy])) if busy else 0.0,
-                       loaded_data_s_per_sample=float(np.mean([h for _, h in busy])) if busy else 0.0)
+                       loaded_compute_s_per_sample=busy[0], loaded_data_s_per_sample=busy[1], loaded_jitter_fraction=spread)
 
 
-def predicted_t(rec1: dict, rec: dict, m: pm.Machine, cpu: bool = False, loaded: list = ()) -> dict:
-    """The model's breakdown of study ``rec`` (the same workload and mode as ``rec1``, at ``rec['ranks']``;
-    ``loaded``: the rate-mode records of ``rec1``'s study)."""
-    w = workload_from(rec1, cpu, loaded)
+def predicted_t(rec1: dict, rec: dict, m: pm.Machine, cpu: bool = False, barrier_s: float | None = None) -> dict:
+    """The model's breakdown of study ``rec`` (the same workload and mode as ``rec1``, at ``rec['ranks']``),
+    calibrated on ``rec1`` and on ``rec``'s own loaded steps when it has them; ``barrier_s``: the
+    measured cost of the study's barrier (None: :func:`~hpcvsr.perfmodel.barrier_time`)."""
+    w = workload_from(rec1, cpu, rec)
+    bar = pm.barrier_time(rec["ranks"], m) if barrier_s is None else barrier_s
     if rec["unit"] == "sample":
-        return pm.step_time(w, rec["per_rank"], rec["ranks"], m, barrier=True)
+        return pm.step_time(w, rec["per_rank"], rec["ranks"], m, barrier_s=bar)
     per_round = rec["global"] / rec["ranks"] / rec["steps"]
-    bd = pm.step_time(w, per_round, rec["ranks"], m, barrier=True)
+    bd = pm.step_time(w, per_round, rec["ranks"], m, barrier_s=bar)
     return {k: v * rec["steps"] for k, v in bd.items()}
 
 
@@ -554,8 +653,6 @@ def report(out_dir: str, this_machine: str, machines: list, force: bool, global_
     here = pm.load_machine(this_machine)
     others = [pm.load_machine(f) for f in machines]
     base = runs[0]["studies"]
-    rate_runs = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out_dir, "rate*.json")))]
-    copies = [r["studies"] for r in rate_runs]  # rate mode: each a run with a rank on every core, no communication
     rows, model_check = [], []
     for run in runs:
         n = run["ranks"]
@@ -565,25 +662,28 @@ def report(out_dir: str, this_machine: str, machines: list, force: bool, global_
         for key, rec in run["studies"].items():
             rec1 = base[key]
             ckey = f"{rec['workload']}/weak" if rec["unit"] == "sample" else key  # per-sample costs of training from the weak run
-            calib, loaded = base[ckey], [c[ckey] for c in copies]
+            calib = base[ckey]
+            bar = (run.get("network") or {}).get("barrier_s")
             eff = efficiency(rec["mode"], rec1["t_s"], rec["t_s"], n)
-            pred = predicted_t(calib, rec, m, loaded=loaded)
+            pred = predicted_t(calib, rec, m, barrier_s=bar)
             t_meas, t_model = rec["t_s"], pred["total"]
             rec["core_share"] = rec["time_s"]["compute_cpu"]["mean"] / max(1e-12, rec["time_s"]["compute"]["mean"])
             rec.update(efficiency=eff, model={"breakdown": pred, "t_s": t_model, "error": t_model / t_meas - 1,
-                                              "efficiency": efficiency(rec["mode"], predicted_t(calib, rec1, m, loaded=loaded)["total"], t_model, n)})
+                                              "efficiency": efficiency(rec["mode"], predicted_t(calib, rec1, m)["total"], t_model, n)})
             rows.append(rec)
             if n > 1:
                 # the same comparison with a whole core per rank while computing: compute CPU time in place of wall time on both sides
                 tc = rec["time_s"]
                 full = t_meas + (tc["compute_cpu"]["mean"] - tc["compute"]["mean"]) * (rec["steps"] if rec["unit"] == "frame" else 1)
-                model_full = predicted_t(calib, rec, m, cpu=True, loaded=loaded)["total"]
+                model_full = predicted_t(calib, rec, m, cpu=True, barrier_s=bar)["total"]
+                alone = predicted_t(calib, {**rec, "loaded": None}, m, barrier_s=bar)["total"]  # compute as one rank alone, for comparison
                 model_check.append({"study": key, "ranks": n, "measured_s": t_meas, "model_s": t_model, "error": t_model / t_meas - 1,
+                                    "loaded": bool(rec.get("loaded")), "model_alone_s": alone, "error_alone": alone / t_meas - 1,
                                     "core_share": rec["core_share"], "measured_full_core_s": full, "model_full_core_s": model_full,
                                     "error_full_core": model_full / full - 1})
     acc = {str(r["ranks"]): r["accuracy"] for r in runs if r.get("accuracy")}
     result = {"ranks": [r["ranks"] for r in runs], "cores": runs[0]["cores"], "threads_per_rank": runs[0]["threads_per_rank"],
-              "rate_mode_ranks": [r["ranks"] for r in rate_runs],
+              "loaded_steps": {str(r["ranks"]): r.get("loaded_steps", False) for r in runs},
               "load_average": {str(r["ranks"]): r.get("load_average") for r in runs},
               "studies": rows, "model_check": model_check, "accuracy": acc, "this_machine": dataclasses.asdict(here),
               "networks": {str(r["ranks"]): r.get("network") for r in runs},
@@ -603,20 +703,24 @@ def print_table(res: dict) -> None:
     print(f"measured on {res['cores']} cores, {res['threads_per_rank']} thread(s) per rank (1-minute load average at the start: {load}); "
           "times in ms (mean over ranks)")
     print("| study | ranks | per rank | global | step | compute | all-reduce | data | write | wait | other | all-reduce MB | CPU/compute | "
-          "efficiency | model |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "loaded steps: compute (min-max) | efficiency | model |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in res["studies"]:
-        t = r["time_s"]
+        t, lt = r["time_s"], (r.get("loaded") or {}).get("time_s")
+        busy = f"{1e3 * lt['compute']['mean']:.1f} ({1e3 * lt['compute']['min']:.1f}-{1e3 * lt['compute']['max']:.1f})" if lt else "-"
         print(f"| {r['workload']} {r['mode']} | {r['ranks']} | {r['per_rank']:g} | {r['global']:g} | {1e3 * r['step_s']:.1f} | "
               + " | ".join(f"{1e3 * t[q]['mean']:.1f}" for q in PARTS) + f" | {1e3 * r['other_s']:.2f} | {r['allreduce_bytes'] / 1e6:.3f} | "
-              f"{r['core_share']:.0%} | {r['efficiency']:.1%} | {r['model']['efficiency']:.1%} |")
+              f"{r['core_share']:.0%} | {busy} | {r['efficiency']:.1%} | {r['model']['efficiency']:.1%} |")
     if res["model_check"]:
-        print("\nmodel (calibrated on 1 rank) vs measured; right: both with a whole core per rank while computing "
-              "(compute CPU time in place of its wall time):")
-        print("| study | ranks | measured t (ms) | model t (ms) | error | core share | measured, whole core | model, whole core | error |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("\nmodel vs measured: compute and host time from the loaded steps (or the one-rank run), all-reduce and barrier from "
+              "the network benchmark, waiting from the spread; 'compute alone': the model with the one-rank run's compute; "
+              "right: both with a whole core per rank while computing (compute CPU time in place of its wall time):")
+        print("| study | ranks | measured t (ms) | model t (ms) | error | model, compute alone (ms) | error | core share | "
+              "measured, whole core | model, whole core | error |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for c in res["model_check"]:
             print(f"| {c['study']} | {c['ranks']} | {1e3 * c['measured_s']:.1f} | {1e3 * c['model_s']:.1f} | {c['error']:+.1%} | "
+                  f"{1e3 * c['model_alone_s']:.1f} | {c['error_alone']:+.1%} | "
                   f"{c['core_share']:.0%} | {1e3 * c['measured_full_core_s']:.1f} | {1e3 * c['model_full_core_s']:.1f} | {c['error_full_core']:+.1%} |")
     if res["accuracy"]:
         print("\ntime to accuracy (2D network, same epochs):")
@@ -703,10 +807,11 @@ def figure(res: dict, path: str) -> None:
 
 def child_args(args) -> list:
     """The measurement options of ``args`` as a command line (for the sweep's runs)."""
-    out = ["--out", args.out, "--batch", str(args.batch), "--strong-batch", str(args.strong_batch), "--frames", str(args.frames),
-           "--strong-frames", str(args.strong_frames), "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps),
-           "--accuracy-epochs", str(args.accuracy_epochs), "--lr-rule", args.lr_rule, "--lr-warmup", str(args.lr_warmup),
-           "--base-batch", str(args.base_batch)]
+    out = ["--out", args.out, "--batch", str(args.batch), "--strong-batch", str(args.strong_batch), "--steps", str(args.steps),
+           "--warmup-steps", str(args.warmup_steps), "--accuracy-epochs", str(args.accuracy_epochs), "--lr-rule", args.lr_rule,
+           "--lr-warmup", str(args.lr_warmup), "--base-batch", str(args.base_batch), "--loaded" if args.loaded else "--no-loaded"]
+    out += ["--frames", str(args.frames)] if args.frames is not None else []
+    out += ["--strong-frames", str(args.strong_frames)] if args.strong_frames is not None else []
     out += ["--config", args.config] if args.config else []
     out += ["--run-dir", args.run_dir] if args.run_dir else []
     out += ["--force"] if args.force else []
@@ -724,13 +829,6 @@ def sweep(args) -> None:
             cmd = dist.mpirun_command(n) + cmd
         print(f"--- {n} rank(s): {' '.join(cmd)}", flush=True)
         run_child(cmd, f"the {n}-rank run", tail=15, env=env)
-        copies = min(max(args.sweep), os.cpu_count() or 1)
-        if n == 1 and copies > 1 and args.rate:
-            # rate mode: a rank on every core, each study started together, no waiting and no all-reduce: what a
-            # rank computes when the node is busy (the model's compute term with more than one rank per node)
-            cmd = dist.mpirun_command(copies) + [sys.executable, "-m", "hpcvsr.scaling", *child_args(args), "--rate-mode"]
-            print(f"--- rate mode, {copies} ranks without communication: {' '.join(cmd)}", flush=True)
-            run_child(cmd, "the rate-mode run", tail=15, env=env)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -741,8 +839,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="only collect DIR/ranks*.json into scaling.json and scaling.png")
     p.add_argument("--batch", type=int, default=4, help="weak scaling: samples per rank per step (default 4)")
     p.add_argument("--strong-batch", type=int, default=8, help="strong scaling: global samples per step (default 8)")
-    p.add_argument("--frames", type=int, default=8, help="weak inference: frames per rank (default 8)")
-    p.add_argument("--strong-frames", type=int, default=16, help="strong inference: frames in all (default 16)")
+    p.add_argument("--frames", type=int, help="weak inference: frames per rank (default: --steps chunks of infer.block_frames)")
+    p.add_argument("--strong-frames", type=int, help="strong inference: frames in all (default: twice the weak default)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per training study (default 10)")
     p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (default 2)")
     p.add_argument("--run-dir", help="a finished training run to time inference with (default: fresh networks of the configured shapes)")
@@ -754,11 +852,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--machines", nargs="*", default=DEFAULT_MACHINES, help="machine files to predict")
     p.add_argument("--predict-global-batch", type=int, default=4096, help="global batch of the predicted strong scaling")
     p.add_argument("--force", action="store_true", help="replace existing ranks<N>.json / scaling.json")
-    p.add_argument("--rate", action=argparse.BooleanOptionalAction, default=True,
-                   help="with --sweep: after the one-rank run, a rank on every core without communication (rate mode), "
-                        "whose compute calibrates the model for ranks that share a node (default: on)")
-    p.add_argument("--rate-mode", action="store_true",
-                   help="this run: ranks start each study together but neither wait nor all-reduce (DIR/rate<N>.json)")
+    p.add_argument("--loaded", action=argparse.BooleanOptionalAction, default=True,
+                   help="with more than one rank: pair every timed step with a loaded step, the same work without the barrier "
+                        "and the all-reduce, whose compute calibrates the model for ranks that share a node (default: on)")
     return p
 
 
@@ -773,7 +869,7 @@ def main(argv=None) -> int:
                 os.makedirs(args.out)
             target = os.path.join(args.out, "scaling.json")
             if not args.force:
-                for f in [target] + [os.path.join(args.out, f"ranks{n}.json") for n in args.sweep] + glob.glob(os.path.join(args.out, "rate*.json")):
+                for f in [target] + [os.path.join(args.out, f"ranks{n}.json") for n in args.sweep]:
                     if os.path.exists(f):
                         raise UserError(f"{f} exists; refusing to overwrite it (pass --force, or use another --out)")
             if 1 not in args.sweep:

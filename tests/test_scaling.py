@@ -39,15 +39,29 @@ def test_two_rank_sweep_writes_every_field_and_a_breakdown_that_adds_up(tmp_path
     res = json.load(open(out / "scaling.json"))
     assert os.path.getsize(out / "scaling.png") > 10_000
     assert res["ranks"] == [1, 2]
-    # rate mode: a rank on each core, no communication, calibrates the compute of ranks sharing the node
-    assert res["rate_mode_ranks"] == [2] and (out / "rate2.json").exists()
-    rate = json.load(open(out / "rate2.json"))
-    assert rate["rate_mode"] and rate["network"] is None
-    r3 = rate["studies"]["train3d/weak"]
-    assert r3["time_s"]["allreduce"]["max"] < 1e-4 and r3["time_s"]["wait"]["max"] < 1e-4  # no communication, no waiting
-    loaded = r3["time_s"]["compute"]["mean"] / r3["per_rank"]
-    two = next(r for r in res["studies"] if r["workload"] == "train3d" and r["mode"] == "weak" and r["ranks"] == 2)
-    assert math.isclose(two["model"]["breakdown"]["compute"], loaded * two["per_rank"], rel_tol=1e-9)
+    # loaded steps (2 ranks only): the same work on both cores at once, no communication, recorded apart;
+    # they calibrate the model's compute and waiting for ranks that share the node
+    assert res["loaded_steps"] == {"1": False, "2": True}
+    net = res["networks"]["2"]
+    assert net["barrier_s"] > 0 and res["networks"]["1"] is None
+    for r in res["studies"]:
+        if r["ranks"] == 1:
+            assert r["loaded"] is None
+            continue
+        lo = r["loaded"]
+        assert lo["ranks"] == 2 and lo["barrier_s"] == net["barrier_s"] and lo["wait_fraction"] >= 0 and lo["jitter_fraction"] >= 0
+        assert lo["time_s"]["allreduce"]["max"] < 1e-4 and lo["time_s"]["wait"]["max"] < 1e-4, r["workload"]  # neither all-reduce nor barrier
+        assert lo["time_s"]["compute"]["min"] > 0
+        per = r["per_rank"] if r["unit"] == "sample" else r["global"] / r["ranks"] / r["steps"]
+        steps = r["steps"] if r["unit"] == "frame" else 1
+        bd = r["model"]["breakdown"]
+        # the model's compute is the loaded steps' compute; its waiting their would-be waiting plus the measured barrier
+        assert math.isclose(bd["compute"], lo["time_s"]["compute"]["mean"] * steps, rel_tol=1e-9)
+        c_d = lo["time_s"]["compute"]["mean"] + lo["time_s"]["data"]["mean"] + lo["time_s"]["write"]["mean"]
+        assert math.isclose(bd["wait"] / steps, lo["wait_fraction"] * c_d + net["barrier_s"], rel_tol=1e-6), r["workload"]
+        assert per > 0
+    check = {c["study"]: c for c in res["model_check"]}
+    assert all(c["loaded"] and c["model_alone_s"] > 0 for c in check.values())
     studies = {(r["workload"], r["mode"], r["ranks"]) for r in res["studies"]}
     assert studies == {(w, m, n) for w in scaling.WORKLOADS for m in scaling.MODES for n in (1, 2)}
     for r in res["studies"]:
@@ -126,7 +140,7 @@ def test_step_efficiencies_and_batch_for_90_by_hand():
     bd = pm.step_time(w, 4, 2, m)
     assert math.isclose(bd["compute"], 0.04) and math.isclose(bd["data"], 0.004)
     assert math.isclose(bd["allreduce"], 1e-3 + 2e-5) and bd["io"] == 0.0
-    assert bd["wait"] == 0.0 and math.isclose(pm.step_time(w, 4, 2, m, barrier=True)["wait"], 2e-5)  # the measurement's barrier
+    assert bd["wait"] == 0.0 and math.isclose(pm.step_time(w, 4, 2, m, barrier_s=pm.barrier_time(2, m))["wait"], 2e-5)  # a barrier
     assert math.isclose(bd["total"], 0.04502)
     assert math.isclose(pm.weak_efficiency(w, 4, 2, m), 0.044 / 0.04502)
     assert math.isclose(pm.strong_efficiency(w, 8, 2, m), 0.088 / (2 * 0.04502))
@@ -218,3 +232,27 @@ def test_machine_files_load_and_unknown_keys_are_refused(tmp_path):
         pm.machine_from_dict({"name": "x"}, "inline")
     proc = run_cli("hpcvsr.scaling", "--report", "--out", str(tmp_path), "--machines", str(bad))
     assert proc.returncode == 2 and "unknown key 'nvlink_generation'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_would_wait_by_hand():
+    rows = scaling.torch.zeros(3, 2, len(scaling.QUANTITIES))
+    # step 0: the ranks arrive after 1, 2 and 4 s; step 1: the third rank had no work (left out)
+    rows[:, 0, 0] = scaling.torch.tensor([1.0, 2.0, 4.0])
+    rows[:, 1, 0] = scaling.torch.tensor([5.0, 5.0, 0.0])
+    # a barrier of 0.5 s: the first waits 4 + 0.5 - 1 = 3.5 s, the second 2.5 s, the last max(0, 2 + 0.5 - 4) = 0;
+    # 2 s on average, 1.5 s more than the barrier alone, over a mean of 7/3 s
+    assert math.isclose(scaling.would_wait(rows, barrier_s=0.5), 1.5 / (7 / 3))
+    # equal arrivals wait for nothing but the barrier
+    same = scaling.torch.zeros(2, 3, len(scaling.QUANTITIES))
+    same[:, :, 0] = 1.0
+    assert scaling.would_wait(same, barrier_s=0.5) == 0.0
+    # the model at the measured rank count gives back that waiting (plus the barrier), at other counts it scales with expected_max
+    rec1 = {"time_s": {q: {"mean": v} for q, v in (("compute", 0.04), ("compute_cpu", 0.04), ("data", 0.004), ("write", 0.0))},
+            "per_rank": 4, "unit": "sample", "allreduce_bytes": 1e6}
+    busy = {q: {"mean": v} for q, v in (("compute", 0.05), ("compute_cpu", 0.05), ("data", 0.006), ("write", 0.0))}
+    loaded = {**rec1, "ranks": 2, "loaded": {"ranks": 2, "wait_fraction": 0.1, "jitter_fraction": 0.05, "time_s": busy}}
+    w = scaling.workload_from(rec1, loaded=loaded)
+    m = pm.Machine("here", ranks_per_node=4, max_nodes=1, intra_latency_us=10, intra_bandwidth_GBps=1, inter_latency_us=10,
+                   inter_bandwidth_GBps=1, calibrate_jitter=True)
+    assert math.isclose(pm.step_time(w, 4, 2, m, barrier_s=0.002)["wait"], 0.1 * 0.056 + 0.002)
+    assert math.isclose(pm.step_time(w, 4, 4, m)["wait"], pm.expected_max(4) / pm.expected_max(2) * 0.1 * 0.056)
