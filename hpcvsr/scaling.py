@@ -136,6 +136,12 @@ def summarise(rows: torch.Tensor) -> dict:
             for i, q in enumerate(QUANTITIES)}
 
 
+def own_time(rows: torch.Tensor) -> torch.Tensor:
+    """(ranks, steps): each rank's own time in each step of ``rows`` (ranks, steps, quantities), the host and
+    compute parts before the step's collective."""
+    return rows[:, :, [QUANTITIES.index(q) for q in ("compute", "data", "write")]].double().sum(-1)
+
+
 def jitter(rows: torch.Tensor) -> float:
     """The per-step spread (std / mean over steps, averaged over ranks) of each rank's own time, the
     host and compute parts before the step's collective (``rows``: (ranks, steps, quantities)).
@@ -143,7 +149,7 @@ def jitter(rows: torch.Tensor) -> float:
     >>> round(jitter(torch.tensor([[[1.0, 0, 0, 0, 0, 1, 1]], [[1.0, 0, 0, 0, 0, 1, 1]]]).repeat(1, 2, 1)), 3)
     0.0
     """
-    own = rows[:, :, [QUANTITIES.index(q) for q in ("compute", "data", "write")]].double().sum(-1)  # (ranks, steps)
+    own = own_time(rows)
     if own.shape[1] < 2:
         return 0.0
     return float((own.std(1) / own.mean(1).clamp_min(1e-12)).mean())
@@ -166,7 +172,7 @@ def would_wait(rows: torch.Tensor, barrier_s: float = 0.0) -> float:
     >>> would_wait(rows, barrier_s=0.5)  # 2.5 s and 0 s: 1.25 s, 0.75 s more than the barrier alone
     0.375
     """
-    own = rows[:, :, [QUANTITIES.index(q) for q in ("compute", "data", "write")]].double().sum(-1)  # (ranks, steps)
+    own = own_time(rows)
     own = own[:, (rows[:, :, 0] > 0).all(0)]
     if own.shape[0] < 2 or own.shape[1] == 0:
         return 0.0
@@ -234,8 +240,8 @@ def train_steps(task: PatchTask, net, env, b_local: int, steps: int, warmup: int
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     nbytes = sum(p.numel() * p.element_size() for p in params)
-    origins = iter(np.array_split(task.sample(np.random.default_rng([seed, env.rank]), (warmup + steps * (2 if loaded else 1)) * b_local),
-                                  warmup + steps * (2 if loaded else 1)))
+    n = warmup + steps * (2 if loaded else 1)  # batches: the warm-up, the timed steps and their loaded twins
+    origins = iter(np.array_split(task.sample(np.random.default_rng([seed, env.rank]), n * b_local), n))
     clock = timer(env.device)
 
     def step(communicate: bool) -> list:
