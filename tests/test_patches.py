@@ -97,3 +97,32 @@ def test_training_with_clips_and_bf16_runs_and_logs_when_clips_do_not_apply(tmp_
     proc = run_cli("hpcvsr.train", "--run-dir", str(tmp_path / "vars"), *TINY, *small, "--set", "data.vars=[h,u]")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "needs a bare vsr3d with frame_features; training independent windows" in (tmp_path / "vars" / "logs" / "rank0.log").read_text()
+
+
+def test_evaluation_with_shared_frames_equals_the_per_window_pass():
+    """Whole-frame evaluation of a network with per-frame features feeds (frames, windows); the sums
+    equal those of the same network run window by window."""
+    from hpcvsr.models.vsr3d import VSR3D
+
+    blocks = [_block(1, 20, (2, 12), (0, 14), 1, (24, 32), False, False), _block(2, 9, (0, 9), (0, 9), 1, (24, 32), False, False)]
+    task = PatchTask(train=blocks, val=blocks, source="sr2d", window=5, crop=0, scale=2, patch=16, flips=True, eval_batch=3)
+    torch.manual_seed(0)
+    net = VSR3D(residual=True, same_padding=True, frame_features=True)
+    torch.nn.init.normal_(net.recon.weight, std=0.1)
+
+    class PerWindow(torch.nn.Module):  # the same network, with no frame_features attribute: one stack per window
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x)
+
+    with torch.no_grad():
+        shared, per_window = task.evaluate(net, "val"), task.evaluate(PerWindow(), "val")
+    from hpcvsr.metrics import FIELDS
+
+    items = FIELDS.index("items")
+    assert shared.sums[items] == per_window.sums[items] == 10 + 9  # every frame of both blocks' own ranges
+    assert torch.allclose(shared.sums, per_window.sums, rtol=1e-5, atol=1e-8)
+    assert not torch.equal(per_window.sums, torch.zeros_like(per_window.sums))

@@ -50,13 +50,17 @@ def prepare_inputs(blocks: list, scale: int, model2d=None) -> None:
             b.sr2d = frames_through(model2d, b.lr, times=b.times)
 
 
-def window_frames(b: bl.Block, centres, *, source: str = "lr", window: int = 1, crop: int = 0) -> tuple[torch.Tensor, torch.Tensor, Where]:
+def window_frames(b: bl.Block, centres, *, source: str = "lr", window: int = 1, crop: int = 0,
+                  shared: bool = False) -> tuple[torch.Tensor | tuple, torch.Tensor, Where]:
     """Inputs read from buffer ``source`` (:func:`model_input`), targets (k, C, H - 2 crop, W - 2 crop)
-    and where the whole frames lie (their time features when the block has them)."""
+    and where the whole frames lie (their time features when the block has them). ``shared``: the
+    input as (the block's frames, the windows as indices into them), for a network whose overlapping
+    windows share their frames' features (:meth:`hpcvsr.models.vsr3d.VSR3D.forward_shared`)."""
     idx = torch.from_numpy(b.window_index(centres, window)).to(b.hr.device)
     hr = mt.shave(b.target(np.asarray(centres) - b.read[0]), crop)
     times = None if b.times is None else b.times[idx.reshape(len(idx), -1)]
-    return model_input(b.buffer(source)[idx]), hr, Where.at(len(idx), times=times, device=b.hr.device)
+    x = (b.buffer(source)[:, 0], idx) if shared else model_input(b.buffer(source)[idx])
+    return x, hr, Where.at(len(idx), times=times, device=b.hr.device)
 
 
 class PatchTask:
@@ -154,9 +158,9 @@ class PatchTask:
                 centres = centres[: self.train_eval_frames]
             shared = getattr(model, "frame_features", False) and self.window > 1 and b.hr.shape[1] == 1
             for i in range(0, len(centres), self.eval_batch):
-                x, y, where = window_frames(b, centres[i : i + self.eval_batch], source=self.source, window=self.window, crop=self.crop)
-                if shared:  # overlapping windows share their frames' features (the same numbers, about 3x fewer operations)
-                    x = (b.buffer(self.source)[:, 0], torch.from_numpy(b.window_index(centres[i : i + self.eval_batch], self.window)).to(y.device))
+                # shared: overlapping windows share their frames' features (the same numbers, about 3x fewer operations)
+                x, y, where = window_frames(b, centres[i : i + self.eval_batch], source=self.source, window=self.window, crop=self.crop,
+                                            shared=shared)
                 with autocast(y.device, precision):
                     out = run(model, x, where)
                 acc.update(out.float(), y)
