@@ -173,7 +173,7 @@ def would_wait(rows: torch.Tensor, barrier_s: float = 0.0) -> float:
     0.375
     """
     own = own_time(rows)
-    own = own[:, (rows[:, :, 0] > 0).all(0)]
+    own = own[:, (rows[:, :, QUANTITIES.index("compute")] > 0).all(0)]  # steps where every rank had work
     if own.shape[0] < 2 or own.shape[1] == 0:
         return 0.0
     top2 = own.topk(2, dim=0).values  # (2, steps): the latest and second latest arrival of each step
