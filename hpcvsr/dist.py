@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
-from .errors import UserError
+from hpcvsr.errors import UserError
 
 LAUNCHERS = (
     ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"),

@@ -10,8 +10,10 @@ import json
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from hpcvsr import checkpoint, dist, trainer
+from hpcvsr import dist
+from hpcvsr.io import checkpoint
 from hpcvsr.models import build
+from hpcvsr.training import trainer
 
 env = dist.init("cpu")
 GLOBAL = 8

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from hpcvsr.data.cf import CFArchive
-from hpcvsr.data.sequences import open_archive
+from hpcvsr.io.cf import CFArchive
+from hpcvsr.io.sequences import open_archive
 
 from .cfdata import write_levels, write_masked, write_t2m
 from .conftest import ROOT, TINY, assert_user_error, run_cli, run_mpi, sets

@@ -1,4 +1,4 @@
-"""CF NetCDF reading (hpcvsr.data.cf) and writing (hpcvsr.io.ncout), with xarray / netCDF4 as the reference."""
+"""CF NetCDF reading (hpcvsr.io.cf) and writing (hpcvsr.io.ncout), with xarray / netCDF4 as the reference."""
 
 import doctest
 import glob
@@ -15,10 +15,9 @@ xr = pytest.importorskip("xarray")
 netCDF4 = pytest.importorskip("netCDF4")
 cftime = pytest.importorskip("cftime")
 
-from hpcvsr.data import cf  # noqa: E402
-from hpcvsr.data.cf import CFArchive, fine_coordinate, fine_grid, fine_positions  # noqa: E402
 from hpcvsr.errors import UserError  # noqa: E402
-from hpcvsr.io import ncout  # noqa: E402
+from hpcvsr.io import cf, ncout  # noqa: E402
+from hpcvsr.io.cf import CFArchive, fine_coordinate, fine_grid, fine_positions  # noqa: E402
 from hpcvsr.io.ncout import write_cf  # noqa: E402
 
 from . import cfdata  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 import torch
 import xarray as xr
 
-from hpcvsr.data.sequences import open_archive
+from hpcvsr.io.sequences import open_archive
 from hpcvsr.models import build, from_entry
 from hpcvsr.models.conditioning import Conditioned, Where, cut, run
 
@@ -53,12 +53,12 @@ def test_start_equals_the_wrapped_network_and_entry_round_trips():
     where = Where.at(2, times=torch.rand(2, 1, 4))
     assert torch.equal(wrapped(x, where), net(x))  # the head starts at zero: the pretrained start is unchanged
     torch.nn.init.normal_(wrapped.head[-1].weight, std=0.1)
-    from hpcvsr.kinds import wrap
-    model, entry, prefixes = wrap(net, {"name": "climate_fsrcnn", "scale": 2, "kwargs": {}},
+    from hpcvsr.pipeline.build import wrap
+    model, prefixes = wrap(net,
                                 spec={"grid": [16, 20], "static": 1, "location": 3, "time": True, "width": 32})
     assert prefixes == ["net."]
     model.load_state_dict(wrapped.state_dict())
-    rebuilt = from_entry(dict(entry, state_dict=wrapped.state_dict()))
+    rebuilt = from_entry(dict(model.spec, state_dict=wrapped.state_dict()))
     assert torch.equal(rebuilt(x, where), wrapped(x, where))
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from hpcvsr.data import degrade as dg
-from hpcvsr.kinds import wrap
 from hpcvsr.models import build, from_entry
 from hpcvsr.models.constraint import Constrained
+from hpcvsr.ops import degrade as dg
+from hpcvsr.pipeline.build import wrap
 
 from .conftest import TINY, assert_user_error, run_cli, sets
 
@@ -48,7 +48,7 @@ def test_constrained_network_reproduces_its_input_and_round_trips(name, frames, 
     net = build(name, 2, **kwargs)
     torch.nn.init.normal_(net.recon.weight, std=0.05)
     spec = {"method": "bicubic", "scale": 2, "sigma": 1.6, "reference": reference, "frames": frames}
-    model, entry, prefixes = wrap(net, {"name": name, "scale": 2, "kwargs": kwargs}, constrain=spec)
+    model, prefixes = wrap(net, constrain=spec)
     assert isinstance(model, Constrained) and prefixes == ["net."]
     if frames:
         lr = torch.rand(2, 5, 12, 16)
@@ -59,7 +59,7 @@ def test_constrained_network_reproduces_its_input_and_round_trips(name, frames, 
     out = model(x)
     assert (dg.degrade(out, 2, "bicubic") - centre).abs().max() < 1e-5
     assert not torch.allclose(out, net(x))  # the layer did change the network's output
-    rebuilt = from_entry(dict(entry, state_dict=model.state_dict()))
+    rebuilt = from_entry(dict(model.spec, state_dict=model.state_dict()))
     assert torch.equal(rebuilt(x), out)
 
 

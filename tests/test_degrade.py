@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from hpcvsr.data import degrade as dg
 from hpcvsr.errors import UserError
+from hpcvsr.ops import degrade as dg
 
 
 def test_resize_matrix_rows_sum_to_one_and_symmetric_boundary():

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from hpcvsr import checkpoint
+from hpcvsr.io import checkpoint
 
 from .conftest import ROOT, kill_one_rank, mpi_env, mpirun_cmd, run_mpi
 
@@ -62,7 +62,7 @@ def test_two_ranks_train_2d_then_3d_with_identical_parameters(uninterrupted):
 
 
 def test_each_rank_reads_exactly_its_block_plus_halo(uninterrupted):
-    from hpcvsr.data import windows as win
+    from hpcvsr.ops import windows as win
 
     frames = 30
     (t0, t1), (v0, v1) = win.split_train_val(frames, 0.2)

@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hpcvsr import checkpoint
+from hpcvsr.io import checkpoint
 
 from .conftest import ROOT, assert_user_error, mpi_env, mpirun_cmd, run_cli, run_mpi
 
@@ -233,7 +233,7 @@ def test_malformed_authors_weights_are_one_clear_error(tmp_path, mangle):
     import scipy.io
 
     from hpcvsr.errors import UserError
-    from hpcvsr.models import weights
+    from hpcvsr.io import weights
 
     rng = np.random.default_rng(0)
     m = {"weights_conv1": rng.random((81, 64)), "biases_conv1": rng.random((64, 1)), "weights_conv2": rng.random((64, 1, 32)),

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from hpcvsr import metrics
-from hpcvsr.data import degrade as dg
+from hpcvsr.ops import degrade as dg
+from hpcvsr.ops import metrics
 
 from .conftest import assert_user_error, kill_one_rank, mpi_env, mpirun_cmd, run_cli, run_mpi, swe_file
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from hpcvsr import metrics
-from hpcvsr.data import degrade as dg
 from hpcvsr.data import images
+from hpcvsr.ops import degrade as dg
+from hpcvsr.ops import metrics
 
 
 def _pairs():

@@ -6,12 +6,13 @@ import os
 import pytest
 import torch
 
-from hpcvsr import checkpoint
 from hpcvsr.errors import UserError
+from hpcvsr.io import checkpoint
 from hpcvsr.models import MODELS, build, entry, from_entry
 from hpcvsr.models import weights as W
 from hpcvsr.models.composite import Joint2D3D, Reverse3D2D
-from hpcvsr.trainer import param_groups
+from hpcvsr.pipeline.build import load_for_eval
+from hpcvsr.training.trainer import param_groups
 
 from .conftest import assert_user_error, run_cli, shared_path
 
@@ -44,7 +45,7 @@ def test_every_model_is_listed_and_documented():
 
 
 def test_mass_conserving_output_averages_back_to_input():
-    from hpcvsr.data.degrade import block_mean
+    from hpcvsr.ops.degrade import block_mean
 
     m = build("climate_fsrcnn", 4, mass_conserving=True)
     torch.nn.init.normal_(m.recon.weight, std=0.1)
@@ -56,9 +57,9 @@ def test_checkpoint_round_trip_identical_outputs(tmp_path):
     torch.manual_seed(0)
     m = build("climate_fsrcnn", 2)
     torch.nn.init.normal_(m.recon.weight, std=0.05)
-    e = entry("climate_fsrcnn", 2, {})
+    assert m.spec == entry("climate_fsrcnn", 2, {})  # a built network knows what it is
     path = str(tmp_path / "c.pt")
-    checkpoint.save_weights(path, checkpoint.model_entry(m, e))
+    checkpoint.save_weights(path, checkpoint.model_entry(m))
     again = from_entry(checkpoint.load_entry(path))
     x = torch.rand(2, 1, 16, 16)
     assert torch.equal(m(x), again(x))
@@ -71,7 +72,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         checkpoint.load_entry(str(bad))
     m = build("climate_fsrcnn", 2)
     good = tmp_path / "good.pt"
-    checkpoint.save_weights(str(good), checkpoint.model_entry(m, entry("climate_fsrcnn", 2, {})))
+    checkpoint.save_weights(str(good), checkpoint.model_entry(m))
     good.write_bytes(good.read_bytes()[:200])  # truncated
     with pytest.raises(UserError, match="good.pt: not a readable checkpoint"):
         checkpoint.load_entry(str(good))
@@ -97,7 +98,7 @@ def test_crafted_pickle_is_refused_without_running_it(tmp_path):
 def test_first_format_file_is_refused_then_upgraded(tmp_path):
     m = build("climate_fsrcnn", 2)
     old = tmp_path / "w.pt"
-    torch.save({"format": "hpcvsr-1", "model": checkpoint.model_entry(m, entry("climate_fsrcnn", 2, {})), "history": []}, old)
+    torch.save({"format": "hpcvsr-1", "model": checkpoint.model_entry(m), "history": []}, old)
     with pytest.raises(UserError, match="python -m hpcvsr.checkpoint upgrade"):
         checkpoint.load_entry(str(old))
     assert checkpoint.main(["upgrade", str(old), "--out", str(tmp_path / "new.pt")]) == 0
@@ -129,7 +130,7 @@ def test_freeze_and_lr_mult_name_layers():
 
 def test_bundled_weights_exist_and_load():
     for s in (2, 3, 4):
-        m = W.load_for_eval("climate_fsrcnn", None, s)
+        m = load_for_eval("climate_fsrcnn", None, s)
         assert m(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8 * s, 8 * s)
 
 

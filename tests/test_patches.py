@@ -3,9 +3,10 @@
 import numpy as np
 import torch
 
-from hpcvsr.data import degrade as dg
 from hpcvsr.data.blocks import Block, Segment
-from hpcvsr.data.patches import PatchTask, model_input
+from hpcvsr.models.inputs import model_input
+from hpcvsr.ops import degrade as dg
+from hpcvsr.training.patches import PatchTask
 
 
 def one_by_one(task: PatchTask, origins: np.ndarray):
@@ -110,7 +111,9 @@ def test_evaluation_with_shared_frames_equals_the_per_window_pass():
     net = VSR3D(residual=True, same_padding=True, frame_features=True)
     torch.nn.init.normal_(net.recon.weight, std=0.1)
 
-    class PerWindow(torch.nn.Module):  # the same network, with no frame_features attribute: one stack per window
+    from hpcvsr.models.base import Network
+
+    class PerWindow(Network):  # the same network, saying it has no frame features: one stack per window
         def __init__(self):
             super().__init__()
             self.net = net
@@ -120,7 +123,7 @@ def test_evaluation_with_shared_frames_equals_the_per_window_pass():
 
     with torch.no_grad():
         shared, per_window = task.evaluate(net, "val"), task.evaluate(PerWindow(), "val")
-    from hpcvsr.metrics import FIELDS
+    from hpcvsr.ops.metrics import FIELDS
 
     items = FIELDS.index("items")
     assert shared.sums[items] == per_window.sums[items] == 10 + 9  # every frame of both blocks' own ranges

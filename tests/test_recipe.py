@@ -4,8 +4,9 @@ import math
 
 import torch
 
-from hpcvsr import config, report
-from hpcvsr.trainer import gradient_mse, masked_mse, warm_up
+from hpcvsr.pipeline import config
+from hpcvsr.report import tables as report
+from hpcvsr.training.trainer import gradient_mse, masked_mse, warm_up
 
 
 def test_warm_up_ramps_every_group_linearly_then_holds():

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from hpcvsr.data import phantom, sequences, video
+from hpcvsr.data import phantom, video
 from hpcvsr.errors import UserError
+from hpcvsr.io import sequences
 
 from .conftest import run_cli
 

@@ -50,8 +50,8 @@ def test_default_regime_has_small_scale_structure():
     """Bicubic x2 must not be near-perfect on the default data (smooth waves give 48-62 dB)."""
     import torch
 
-    from hpcvsr.data import degrade as dg
-    from hpcvsr.metrics import psnr
+    from hpcvsr.ops import degrade as dg
+    from hpcvsr.ops.metrics import psnr
 
     seq = swe.generate(frames=40, size=(128, 128), seed=1)
     h = torch.from_numpy(seq.h).double()

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from hpcvsr.cli.data import main
 from hpcvsr.data import sources, swe
-from hpcvsr.data.__main__ import main
-from hpcvsr.data.cf import CFArchive
-from hpcvsr.data.sequences import open_archive
+from hpcvsr.io.cf import CFArchive
+from hpcvsr.io.sequences import open_archive
 
 SMALL = {"frames": 4, "size": (16, 16)}
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 import xarray as xr
 
-from hpcvsr import checkpoint
-from hpcvsr.data.windows import split_train_val
-from hpcvsr.kinds import wrap
+from hpcvsr.io import checkpoint
 from hpcvsr.models import build, from_entry
 from hpcvsr.models.variables import Variables
+from hpcvsr.ops.windows import split_train_val
+from hpcvsr.pipeline.build import wrap
 
 from .conftest import TINY, assert_user_error, run_cli, run_mpi, sets, swe_file
 
@@ -55,9 +55,9 @@ def test_start_is_the_network_on_each_variable_and_round_trips(shared):
         torch.nn.init.normal_(wrapped.head[-1].weight, std=0.1)
         mixed = wrapped(x)
         assert not torch.allclose(mixed[:, 0], wrapped(torch.cat([x[..., :1, :, :], 0 * x[..., 1:, :, :]], -3))[:, 0])  # the head mixes
-        model, entry, prefixes = wrap(build(name, 2), {"name": name, "scale": 2, "kwargs": {}}, channels=3, shared=shared)
+        model, prefixes = wrap(build(name, 2), channels=3, shared=shared)
         assert prefixes == (["net."] if shared else ["nets.0.", "nets.1.", "nets.2."])
-        rebuilt = from_entry(dict(entry, state_dict=wrapped.state_dict()))
+        rebuilt = from_entry(dict(model.spec, state_dict=wrapped.state_dict()))
         assert torch.equal(rebuilt(x), mixed)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hpcvsr import dist
-from hpcvsr.data import windows as win
+from hpcvsr.ops import windows as win
 
 
 def test_doctests():

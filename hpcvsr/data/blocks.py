@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import UserError
-from . import degrade as dg
-from . import windows as win
-from .sequences import MultiArchive, open_archive
+from hpcvsr.errors import UserError
+from hpcvsr.io.sequences import MultiArchive, open_archive
+from hpcvsr.ops import degrade as dg
+from hpcvsr.ops import windows as win
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Block:
     normalised on its own) with missing cells filled (:func:`fill_missing`)
     and ``mask`` marks the valid ones (None: nothing is missing); ``lr`` is the degradation of ``hr``;
     ``bicubic`` and ``sr2d`` are the inputs a 3D stage may read (bicubic upscale, 2D outputs) over the
-    same frames, set by :func:`hpcvsr.data.patches.prepare_inputs`; ``times`` the time features
+    same frames, set by :func:`hpcvsr.training.patches.prepare_inputs`; ``times`` the time features
     (T, 4) of the same frames when the models are conditioned on time."""
 
     segment: Segment

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from ..errors import UserError
+from hpcvsr.errors import UserError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

@@ -1,7 +1,7 @@
 """Every data source, built one way: ``python -m hpcvsr.data`` and training both ask this module.
 
 Each builder returns a :class:`Built` (variables, attributes, units) that
-:func:`hpcvsr.data.sequences.write_sequence` writes in hpcvsr's HDF5 layout. A shallow-water
+:func:`hpcvsr.io.sequences.write_sequence` writes in hpcvsr's HDF5 layout. A shallow-water
 sequence can also be written as a CF-1.8 NetCDF-4 file (``.nc``, :func:`write_netcdf`).
 """
 
@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UserError
-from ..io.atomic import atomic_path, check_space
-from . import images as images_mod
-from . import phantom, sequences, swe
-from . import video as video_mod
+from hpcvsr.data import images as images_mod
+from hpcvsr.data import phantom, swe
+from hpcvsr.data import video as video_mod
+from hpcvsr.errors import UserError
+from hpcvsr.io import sequences
+from hpcvsr.io.atomic import atomic_path, check_space
 
 GENERATED = ("swe", "phantom")
 

@@ -424,7 +424,7 @@ def grid_coords(p: SWEParams) -> dict:
 
 
 def _global_attrs(title: str, history: str | None, params: dict) -> dict:
-    from ..io.ncout import history_line, netcdf_attr
+    from hpcvsr.io.ncout import history_line, netcdf_attr
 
     attrs = {"Conventions": "CF-1.8", "title": title, "source": SOURCE, "history": history_line(history or "hpcvsr.data.swe")}
     attrs.update({k: netcdf_attr(v) for k, v in params.items()})

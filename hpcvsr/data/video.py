@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from ..errors import UserError
-from . import images
+from hpcvsr.data import images
+from hpcvsr.errors import UserError
 
 _CHROMA = {"420": (2, 2), "422": (1, 2), "444": (1, 1), "mono": None}
 

@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 
-from ..errors import UserError
+from hpcvsr.errors import UserError
 
 
 def check_writable(path: str, overwrite: bool = False) -> None:

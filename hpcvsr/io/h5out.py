@@ -27,9 +27,9 @@ import shutil
 import h5py
 import numpy as np
 
-from ..errors import UserError
-from ..metrics import FRAME_FIELDS
-from .atomic import atomic_path, check_space, check_writable, write_bytes, write_json
+from hpcvsr.errors import UserError
+from hpcvsr.io.atomic import atomic_path, check_space, check_writable, write_bytes, write_json
+from hpcvsr.ops.metrics import FRAME_FIELDS
 
 
 def mpi_h5py() -> bool:

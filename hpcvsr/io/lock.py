@@ -17,7 +17,7 @@ import os
 import socket
 import time
 
-from ..errors import UserError
+from hpcvsr.errors import UserError
 
 log = logging.getLogger("hpcvsr")
 JOB_VARIABLES = ("SLURM_JOB_ID", "LSB_JOBID", "PBS_JOBID", "FLUX_JOB_ID")

@@ -1,8 +1,8 @@
 """Write a super-resolved sequence as a CF-1.8 NetCDF-4 file that describes itself like its input.
 
 :func:`write_cf` takes the frames as a callable (read chunk by chunk, the whole array is never in
-memory), the input's :meth:`hpcvsr.data.cf.CFArchive.describe` and the output's horizontal
-coordinates (:func:`hpcvsr.data.cf.fine_grid`). The output keeps the input's variable, dimension
+memory), the input's :meth:`hpcvsr.io.cf.CFArchive.describe` and the output's horizontal
+coordinates (:func:`hpcvsr.io.cf.fine_grid`). The output keeps the input's variable, dimension
 and coordinate names, its attributes (units, long_name, standard_name, cell_methods ...), its
 global attributes, the scalar coordinates a selection left (the chosen level), and its time
 coordinate exactly (raw values and units / calendar), with the
@@ -24,8 +24,8 @@ import json
 
 import numpy as np
 
-from ..data.cf import ENCODING_ATTRS
-from .atomic import atomic_path
+from hpcvsr.io.atomic import atomic_path
+from hpcvsr.io.cf import ENCODING_ATTRS
 
 PACK_LOW, PACK_HIGH, PACK_FILL = -32766, 32767, -32767
 # Attributes of the input variable that do not describe the output: storage, and references to variables not carried.

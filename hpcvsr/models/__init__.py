@@ -5,15 +5,19 @@ window batch (N, T, H, W) of consecutive frames to the centre frame (N, 1, H', W
 variables at once are :class:`Variables` of one of them (channels C instead of 1); their
 ``input_space`` says whether the frames are high-resolution ('hr': 2D outputs or bicubic) or
 low-resolution ('lr').
+
+Every network built here knows what it is: ``net.spec`` is the description it was built from
+(:func:`entry`: name, scale, keyword arguments and the specs of its parts), which checkpoints store
+next to its weights and :func:`from_entry` rebuilds it from.
 """
 
-from .composite import Joint2D3D, Reverse3D2D
-from .conditioning import Conditioned
-from .constraint import Constrained
-from .fsrcnn import FSRCNN, ClimateFSRCNN
-from .srcnn import SRCNN
-from .variables import Variables
-from .vsr3d import VSR3D, SRNet3D
+from hpcvsr.models.composite import Joint2D3D, Reverse3D2D
+from hpcvsr.models.conditioning import Conditioned
+from hpcvsr.models.constraint import Constrained
+from hpcvsr.models.fsrcnn import FSRCNN, ClimateFSRCNN
+from hpcvsr.models.srcnn import SRCNN
+from hpcvsr.models.variables import Variables
+from hpcvsr.models.vsr3d import VSR3D, SRNet3D
 
 MODELS = {
     "srcnn": SRCNN,
@@ -34,14 +38,23 @@ MODELS_3D = ("vsr3d", "srnet3d")
 
 def build(name: str, scale: int, **kwargs):
     """Instantiate ``MODELS[name]`` with ``scale`` and the given keyword arguments."""
-    from ..errors import UserError
+    from hpcvsr.errors import UserError
 
     if name not in MODELS:
         raise UserError(f"unknown model '{name}' (choose from {', '.join(MODELS)})")
     try:
-        return MODELS[name](scale=scale, **kwargs)
+        model = MODELS[name](scale=scale, **kwargs)
     except TypeError as exc:
         raise UserError(f"model '{name}': {exc}") from None
+    model.spec = entry(name, scale, kwargs)
+    return model
+
+
+def around(name: str, parts: dict, **kwargs):
+    """``MODELS[name]`` (a composition or wrapper) of built ``parts`` {argument: network}, with its spec."""
+    model = MODELS[name](**parts, **kwargs)
+    model.spec = entry(name, next(iter(parts.values())).spec["scale"], kwargs, {k: p.spec for k, p in parts.items()})
+    return model
 
 
 def entry(name: str, scale: int, kwargs: dict, parts: dict | None = None) -> dict:
@@ -55,7 +68,7 @@ def entry(name: str, scale: int, kwargs: dict, parts: dict | None = None) -> dic
 def from_entry(e: dict):
     """Rebuild a model (and load its weights if the entry has them) from :func:`entry`."""
     if "parts" in e:
-        model = MODELS[e["name"]](**{k: from_entry(v) for k, v in e["parts"].items()}, **e["kwargs"])
+        model = around(e["name"], {k: from_entry(v) for k, v in e["parts"].items()}, **e["kwargs"])
     else:
         model = build(e["name"], e["scale"], **e["kwargs"])
     if "state_dict" in e:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .conditioning import Where, run, takes_where
+from hpcvsr.models.base import Network
+from hpcvsr.models.conditioning import Where, run, takes_where
 
 
-class Joint2D3D(nn.Module):
+class Joint2D3D(Network):
     """LR windows (N, T, h, w) -> 2D network on every frame -> 3D network -> centre frame.
 
     The single network the study could not build: gradients of the 3D loss reach the 2D stage.
@@ -17,7 +18,7 @@ class Joint2D3D(nn.Module):
     def __init__(self, net2d: nn.Module, net3d: nn.Module):
         super().__init__()
         self.net2d, self.net3d = net2d, net3d
-        self.crop = getattr(net3d, "crop", 0)
+        self.crop = net3d.crop
         self.takes_where = takes_where(net2d) or takes_where(net3d)
 
     def forward(self, lr: torch.Tensor, where: Where | None = None) -> torch.Tensor:
@@ -26,7 +27,7 @@ class Joint2D3D(nn.Module):
         return run(self.net3d, frames.reshape(n, t, *frames.shape[-2:]), where)
 
 
-class Reverse3D2D(nn.Module):
+class Reverse3D2D(Network):
     """The reversed order the study proposed: a 3D network fuses the LR window into a better LR
     centre frame (same size, residual), then the 2D network super-resolves it."""
 

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .layers import conv, prelu
+from hpcvsr.models.base import Network
+from hpcvsr.models.layers import conv, prelu
 
-N_TIME = 4  # sin/cos of hour of day, sin/cos of day of year (hpcvsr.data.cf.time_features)
+N_TIME = 4  # sin/cos of hour of day, sin/cos of day of year (hpcvsr.io.cf.time_features)
 N_BASIS = 6  # the time basis the head sees: those four and sin/cos of twice the hour angle
 
 
@@ -67,7 +68,7 @@ def takes_where(model: nn.Module) -> bool:
 
 def run(model: nn.Module, x, where: Where | None):
     """``model(x, where)`` for a model that reads :class:`Where`, else ``model(x)``; ``x`` a tuple
-    (frames, windows) is a clip batch (:class:`~hpcvsr.data.patches.PatchTask` with ``centres``) for
+    (frames, windows) is a clip batch (:class:`~hpcvsr.training.patches.PatchTask` with ``centres``) for
     a network that shares per-frame work: ``model(frames, windows)``."""
     if isinstance(x, tuple):
         return model(*x)
@@ -94,7 +95,7 @@ def cut(maps: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, height: int,
     return maps[:, r[:, :, None], c[:, None, :]].permute(1, 0, 2, 3)
 
 
-class Conditioned(nn.Module):
+class Conditioned(Network):
     """``net`` plus a head on its high-resolution output conditioned on place and time.
 
     ``grid`` is the high-resolution (H, W) the place channels cover; ``static`` the number of
@@ -112,9 +113,8 @@ class Conditioned(nn.Module):
         super().__init__()
         height, width_px = int(grid[0]), int(grid[1])
         self.net, self.grid = net, (height, width_px)
-        self.crop = getattr(net, "crop", 0)
-        if hasattr(net, "input_space"):
-            self.input_space = net.input_space
+        self.crop = net.crop
+        self.input_space = net.input_space
         self.register_buffer("static", torch.zeros(static, height, width_px))
         self.location = nn.Parameter(0.01 * torch.randn(location, height, width_px)) if location else None
         self.n_time = N_BASIS if time else 0

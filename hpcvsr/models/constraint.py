@@ -2,7 +2,7 @@
 
 Climate users reject a super-resolved field that does not conserve what the coarse field
 conserves. :class:`Constrained` wraps any stage network and projects its output onto the fields
-consistent with the low-resolution frame (:func:`hpcvsr.data.degrade.project`): with block-mean
+consistent with the low-resolution frame (:func:`hpcvsr.ops.degrade.project`): with block-mean
 data the output's cell averages are the input's cells (mass and energy budgets to round-off); with
 bicubic, blur or point data, re-degrading the output gives back the input. The projection is the
 smallest change (least squares) that does it, linear and differentiable, so the network trains
@@ -20,24 +20,24 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..data import degrade as dg
-from .conditioning import Where, run, takes_where
+from hpcvsr.models.base import Network
+from hpcvsr.models.conditioning import Where, run, takes_where
+from hpcvsr.ops import degrade as dg
 
 
-class Constrained(nn.Module):
+class Constrained(Network):
     """``net`` followed by the exact consistency projection onto its low-resolution input."""
 
     def __init__(self, net: nn.Module, *, method: str, scale: int, sigma: float = 1.6, reference: str = "lr", frames: int = 0):
         super().__init__()
         if reference not in ("lr", "hr"):
             raise ValueError(f"reference must be 'lr' or 'hr', got {reference!r}")
-        if getattr(net, "crop", 0):
+        if net.crop:
             raise ValueError("a consistency constraint needs the whole frame; this network crops its border")
         self.net, self.method, self.scale, self.sigma = net, method, int(scale), float(sigma)
         self.reference, self.frames, self.crop = reference, int(frames), 0
         self.takes_where = takes_where(net)
-        if hasattr(net, "input_space"):
-            self.input_space = net.input_space
+        self.input_space = net.input_space
 
     def low_res(self, x: torch.Tensor) -> torch.Tensor:
         """The low-resolution frame (N, C, h, w) the output must reproduce."""

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .layers import AuthorsDeconv
+from hpcvsr.models.layers import AuthorsDeconv
 
 
 def _layer_macs(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:

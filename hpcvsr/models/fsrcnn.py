@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import AuthorsDeconv, BicubicUp, conv, mass_conserving, prelu
+from hpcvsr.models.base import Network
+from hpcvsr.models.layers import AuthorsDeconv, BicubicUp, conv, mass_conserving, prelu
 
 
 def add_trunk(module: nn.Module, d: int, s: int, m: int, slope: float) -> None:
@@ -27,7 +28,7 @@ def run_trunk(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return module.expand_act(module.expand(x))
 
 
-class FSRCNN(nn.Module):
+class FSRCNN(Network):
     """FSRCNN(d, s, m): feature 5x5 -> d, shrink 1x1 -> s, m maps 3x3, expand 1x1 -> d,
     9x9 deconvolution with stride = scale. PReLU (one slope per layer) after every conv.
     FSRCNN(56, 12, 4) and FSRCNN-s(32, 5, 1) are the published models."""
@@ -44,7 +45,7 @@ class FSRCNN(nn.Module):
         return y + self.up(lr) if self.residual else y
 
 
-class ClimateFSRCNN(nn.Module):
+class ClimateFSRCNN(Network):
     """The climate study's 2D model: conv 5x5 -> 32, 1x1 -> 8, 3x3 -> 8, 1x1 -> 32,
     transposed conv (k = stride = scale) with 32 filters, conv 5x5 -> 1; PReLU after every layer
     with slopes initialised at 0.

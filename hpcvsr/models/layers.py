@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.degrade import imresize
+from hpcvsr.ops.degrade import imresize
 
 
 class BicubicUp(nn.Module):

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .vsr3d import VSR3D, SRNet3D
+from hpcvsr.models.vsr3d import VSR3D, SRNet3D
 
 PRECISIONS = ("fp32", "bf16")
 

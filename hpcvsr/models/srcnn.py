@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import BicubicUp, conv, prelu
+from hpcvsr.models.base import Network
+from hpcvsr.models.layers import BicubicUp, conv, prelu
 
 
-class SRCNN(nn.Module):
+class SRCNN(Network):
     """SRCNN with filter sizes ``f1-f2-f3`` (9-1-5 or 9-5-5) and widths ``n1``, ``n2``.
 
     ``act='relu'`` as published or ``'prelu'`` as the climate study. The input is the

@@ -19,10 +19,11 @@ import copy
 import torch
 import torch.nn as nn
 
-from .layers import conv, prelu
+from hpcvsr.models.base import Network
+from hpcvsr.models.layers import conv, prelu
 
 
-class Variables(nn.Module):
+class Variables(Network):
     """``net`` run on each of ``channels`` variables (with shared weights, or one copy per variable
     when not ``shared``), plus a zero-initialised mixing head of three 3x3 convolutions (``width``
     features) on all of their outputs."""
@@ -36,9 +37,8 @@ class Variables(nn.Module):
             self.net = net
         else:
             self.nets = nn.ModuleList([net] + [copy.deepcopy(net) for _ in range(channels - 1)])
-        self.crop = getattr(net, "crop", 0)
-        if hasattr(net, "input_space"):
-            self.input_space = net.input_space
+        self.crop = net.crop
+        self.input_space = net.input_space
         self.head = nn.Sequential(conv(channels, width, 3), prelu(0.0), conv(width, width, 3), prelu(0.0), conv(width, channels, 3))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)

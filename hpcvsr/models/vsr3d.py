@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import BicubicUp, he_init, prelu
+from hpcvsr.models.base import Network
+from hpcvsr.models.layers import BicubicUp, he_init, prelu
 
 
 def body_input(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -21,7 +22,7 @@ def _conv3d(cin, cout, k, pad):
     return nn.Conv3d(cin, cout, k, padding=pad, padding_mode="replicate")
 
 
-class VSR3D(nn.Module):
+class VSR3D(Network):
     """The climate study's 3D network (after 3DSRnet, Kim et al.).
 
     Input (N, T, H, W) high-resolution frames (T = ``frames``, 5 by default). Conv3d
@@ -112,7 +113,7 @@ class VSR3D(nn.Module):
         return self._output(table[index[:, 0]][:, :, None], frames[windows[:, self.frames // 2]][:, None])
 
 
-class SRNet3D(nn.Module):
+class SRNet3D(Network):
     """The published 3DSRnet layout: six 64-channel 3x3x3 layers at low resolution (the last
     (T - 1) / 2 valid in time), a 3x3 conv to scale^2 channels, pixel shuffle, plus the bicubic
     upscale of the centre frame. Input (N, T, h, w) low-resolution frames."""

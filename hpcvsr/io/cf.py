@@ -1,6 +1,6 @@
 """Lazy frame access to one variable of a CF NetCDF file (NetCDF-3 or NetCDF-4), through xarray.
 
-:class:`CFArchive` mirrors :class:`hpcvsr.data.sequences.Archive`: ``len(archive)`` frames,
+:class:`CFArchive` mirrors :class:`hpcvsr.io.sequences.Archive`: ``len(archive)`` frames,
 ``archive.read(a, b)`` reads frames a..b-1 only (xarray's lazy indexing, ``cache=False``). xarray
 does all CF decoding (scale_factor / add_offset, _FillValue / missing_value -> NaN); the only
 thing added here is masking values outside valid_min / valid_max / valid_range, which xarray
@@ -24,7 +24,7 @@ import re
 
 import numpy as np
 
-from ..errors import UserError
+from hpcvsr.errors import UserError
 
 # Attributes that describe storage, not meaning: xarray applies them when decoding, writers set their own.
 ENCODING_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "_Unsigned", "valid_range", "valid_min",

@@ -15,11 +15,12 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .. import config as config_mod
-from ..errors import UserError
-from . import blocks as bl
-from . import sequences, sources
-from . import windows as win
+from hpcvsr.data import blocks as bl
+from hpcvsr.data import sources
+from hpcvsr.errors import UserError
+from hpcvsr.io import sequences
+from hpcvsr.ops import windows as win
+from hpcvsr.pipeline import config as config_mod
 
 
 def _ensure(path: str, make, env) -> None:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import metrics as mt
-from .data.patches import window_frames
+from hpcvsr.ops import metrics as mt
+from hpcvsr.training.patches import window_frames
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
+from hpcvsr.errors import UserError
 
 DEGRADATIONS = ("bicubic", "blur", "block_mean", "point")
 # Where a low-resolution pixel sits on the fine grid: centred on its s x s cells (bicubic, block mean), or on

@@ -1,7 +1,7 @@
 """What a model reads from a rank's blocks: random training patches and whole-frame windows.
 
 * :func:`prepare_inputs` adds the buffers a 3D stage reads (bicubic upscale, 2D outputs);
-* :func:`window_frames` gives inputs (:func:`model_input`) and cropped targets for whole frames;
+* :func:`window_frames` gives inputs (:func:`hpcvsr.models.inputs.model_input`) and cropped targets for whole frames;
 * :class:`PatchTask` samples random patches (2D) or windows of patches (3D) from a rank's own
   frames for training, and evaluates whole frames on the training and validation blocks.
 """
@@ -11,21 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import metrics as mt
-from ..models.conditioning import Where, run
-from ..models.lowering import autocast
-from . import blocks as bl
-from . import degrade as dg
-from . import windows as win
-
-
-def model_input(x: torch.Tensor) -> torch.Tensor:
-    """What a network reads from samples of buffer frames (N, window, C, h, w) of C variables:
-    a 2D network (window 1) (N, C, h, w); a 3D network (N, window, h, w) for one variable and
-    (N, window, C, h, w) for several (:class:`hpcvsr.models.variables.Variables`)."""
-    if x.shape[1] == 1:
-        return x[:, 0]
-    return x[:, :, 0] if x.shape[2] == 1 else x
+from hpcvsr.data import blocks as bl
+from hpcvsr.models.conditioning import Where, run
+from hpcvsr.models.inputs import model_input
+from hpcvsr.models.lowering import autocast
+from hpcvsr.ops import degrade as dg
+from hpcvsr.ops import metrics as mt
+from hpcvsr.ops import windows as win
 
 
 @torch.no_grad()
@@ -52,7 +44,7 @@ def prepare_inputs(blocks: list, scale: int, model2d=None) -> None:
 
 def window_frames(b: bl.Block, centres, *, source: str = "lr", window: int = 1, crop: int = 0,
                   shared: bool = False) -> tuple[torch.Tensor | tuple, torch.Tensor, Where]:
-    """Inputs read from buffer ``source`` (:func:`model_input`), targets (k, C, H - 2 crop, W - 2 crop)
+    """Inputs read from buffer ``source`` (:func:`hpcvsr.models.inputs.model_input`), targets (k, C, H - 2 crop, W - 2 crop)
     and where the whole frames lie (their time features when the block has them). ``shared``: the
     input as (the block's frames, the windows as indices into them), for a network whose overlapping
     windows share their frames' features (:meth:`hpcvsr.models.vsr3d.VSR3D.forward_shared`)."""
@@ -156,7 +148,7 @@ class PatchTask:
             centres = b.centres()
             if split == "train":
                 centres = centres[: self.train_eval_frames]
-            shared = getattr(model, "frame_features", False) and self.window > 1 and b.hr.shape[1] == 1
+            shared = model.frame_features and self.window > 1 and b.hr.shape[1] == 1
             for i in range(0, len(centres), self.eval_batch):
                 # shared: overlapping windows share their frames' features (the same numbers, about 3x fewer operations)
                 x, y, where = window_frames(b, centres[i : i + self.eval_batch], source=self.source, window=self.window, crop=self.crop,

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .errors import UserError
-from .io.atomic import write_text
-from .kinds import KINDS, check
-from .models.lowering import PRECISIONS
+from hpcvsr.errors import UserError
+from hpcvsr.io.atomic import write_text
+from hpcvsr.models.lowering import PRECISIONS
+from hpcvsr.pipeline.kinds import KINDS
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class InferConfig:
 
 @dataclass(frozen=True)
 class Config:
-    pipeline: str = "2d_3d"  # one of hpcvsr.kinds.KINDS
+    pipeline: str = "2d_3d"  # one of hpcvsr.pipeline.kinds.KINDS
     data: DataConfig = field(default_factory=DataConfig)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     model2d: ModelConfig = field(default_factory=lambda: ModelConfig(name="climate_fsrcnn", init="bundled"))
@@ -263,7 +263,7 @@ def read_yaml(path: str, what: str = "config file") -> dict:
 
 def typed(cls, data: dict, where: str):
     """``data`` as the dataclass ``cls``, as strictly as a config: an unknown key, a wrong type or a
-    missing required key is a UserError naming it (e.g. the machine files of :mod:`hpcvsr.perfmodel`)."""
+    missing required key is a UserError naming it (e.g. the machine files of :mod:`hpcvsr.perf.perfmodel`)."""
     if not isinstance(data, dict):
         raise UserError(f"{where}: the top level must be a mapping")
     missing = [f.name for f in dataclasses.fields(cls)
@@ -273,12 +273,33 @@ def typed(cls, data: dict, where: str):
     return _build(cls, data, "", where)
 
 
+PRESETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")  # shipped in the package
+
+
+def presets() -> dict:
+    """{name: path} of the configurations shipped inside the package (``--config NAME``)."""
+    return {f[: -len(".yaml")]: os.path.join(PRESETS, f) for f in sorted(os.listdir(PRESETS)) if f.endswith(".yaml")}
+
+
+def resolve(path: str) -> str:
+    """``path`` itself when it is a file; a packaged preset's file when ``path`` is its name; else a
+    UserError naming the presets."""
+    if os.path.isfile(path):
+        return path
+    known = presets()
+    if path in known and os.sep not in path:
+        return known[path]
+    hint = "" if os.sep in path or path.endswith((".yaml", ".yml")) else f"; packaged presets: {', '.join(known)}"
+    raise UserError(f"config file not found: {path}{hint}")
+
+
 def load(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (or the embedded defaults when ``path`` is None) plus overrides."""
+    """Load a YAML config (a path, or the name of a packaged preset; the embedded defaults when
+    ``path`` is None) plus overrides."""
     data: dict = {}
     where = "embedded defaults"
     if path:
-        where = path
+        where = path = resolve(path)
         data = read_yaml(path)
     cfg = _build(Config, data, "", where)
     for text in overrides:
@@ -298,8 +319,8 @@ def load(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def validate(cfg: Config) -> None:
-    """Cross-field checks a type system cannot express, then those that need the models
-    (:func:`hpcvsr.kinds.check`): all before any data are generated or any output is created."""
+    """Cross-field checks a type system cannot express (those that need the networks are
+    :func:`hpcvsr.pipeline.build.check`): all before any data are generated or any output is created."""
     if len(cfg.data.size) != 2 or min(cfg.data.size) < 8:
         raise UserError(f"data.size must be [H, W] with both >= 8, got {cfg.data.size}")
     kind = KINDS[cfg.pipeline]
@@ -345,7 +366,6 @@ def validate(cfg: Config) -> None:
                         "(write the data as CF NetCDF, e.g. python -m hpcvsr.data swe --out F.nc, and use data.source: archive)")
     if (st.path or c.location_channels) and cfg.data.source not in ("archive", "swe", "phantom"):
         raise UserError(f"place conditioning (data.static, condition.location_channels) needs a fixed grid; data.source '{cfg.data.source}' is not one")
-    check(cfg)
 
 
 def variables(cfg: Config) -> tuple:
@@ -369,7 +389,8 @@ def dump(cfg: Config, path: str) -> None:
 
 def add_arguments(parser) -> None:
     """The --config / --set pair every entry point takes."""
-    parser.add_argument("--config", help="YAML configuration (default: embedded defaults)")
+    parser.add_argument("--config", help="YAML configuration: a file, or the name of a packaged preset (hpcvsr configs lists them); "
+                        "default: the embedded defaults")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set train2d.epochs=3 (repeatable)",

@@ -3,7 +3,7 @@
 :class:`Predictor` loads ``model.pt`` of a run directory and maps a buffer of normalised LR
 frames (own frames plus the halo its windows need) to super-resolved centre frames. The
 intermediate 2D frames stay in memory. Frames too large for memory are processed in spatial
-tiles with overlapping halos (:func:`~hpcvsr.data.windows.tile_grid`), which reproduce the
+tiles with overlapping halos (:func:`~hpcvsr.ops.windows.tile_grid`), which reproduce the
 untiled output to float tolerance. Computation is batched in groups aligned to global frame
 indices, so a frame's result does not depend on how frames are spread over ranks.
 """
@@ -15,16 +15,18 @@ import os
 import numpy as np
 import torch
 
-from . import checkpoint, kinds
-from .data import degrade as dg
-from .data import windows as win
-from .data.blocks import Normaliser
-from .data.patches import model_input
-from .data.segments import axis_mismatch
-from .errors import UserError
-from .models import VSR3D, from_entry
-from .models.conditioning import Where, run
-from .models.lowering import lower
+from hpcvsr.data.blocks import Normaliser, fill_missing, unit
+from hpcvsr.errors import UserError
+from hpcvsr.io import checkpoint
+from hpcvsr.models import VSR3D, from_entry
+from hpcvsr.models.conditioning import Where, run
+from hpcvsr.models.inputs import model_input
+from hpcvsr.models.lowering import lower
+from hpcvsr.ops import degrade as dg
+from hpcvsr.ops import windows as win
+from hpcvsr.ops.metrics import shave
+from hpcvsr.pipeline import kinds
+from hpcvsr.pipeline.segments import axis_mismatch
 
 
 class Predictor:
@@ -53,7 +55,7 @@ class Predictor:
         # the inference forms: exact rewrites everywhere; bf16 only in the 3D bodies (the 2D output is the field itself)
         self.net2d = lower(from_entry(mf.net2d).to(device).eval(), "fp32")
         self.net = lower(from_entry(mf.model).to(device).eval(), precision) if self.kind.has_3d else None
-        self.input_space = getattr(self.net, "input_space", "hr")
+        self.input_space = self.net.input_space if self.net is not None else "hr"
         # a bare 3D network with per-frame features: overlapping windows share their frames' work
         self.shared = self.net if isinstance(self.net, VSR3D) and self.net.frame_features else None
         if compile:
@@ -140,3 +142,25 @@ class Predictor:
                 x0, x1 = max(j0 * s, c), min(j1 * s, W - c)
                 out[..., y0 - c : y1 - c, x0 - c : x1 - c] = part[..., y0 - (r0 * s + c) : y1 - (r0 * s + c), x0 - (q0 * s + c) : x1 - (q0 * s + c)]
         return out
+
+    def resolve_chunk(self, raw: torch.Tensor, *, frames: tuple, read: tuple, total: int, times: torch.Tensor | None = None,
+                      degrade: bool = False, what: str = "") -> tuple:
+        """One chunk, as the infer command and :class:`~hpcvsr.inference.resolver.SuperResolver` compute it.
+
+        ``raw`` (r1 - r0, C, h, w) holds frames ``read`` = [r0, r1) of a ``total``-frame sequence in
+        physical units, NaN where missing; the chunk's own frames are ``frames`` = [a, b). ``degrade``:
+        the frames are high resolution and are degraded first. Returns (sr, x, lr, valid): the
+        super-resolved own frames in normalised units, NaN where the input is missing, the normalised
+        input, the low-resolution frames the networks read and the input's valid cells (None: all)."""
+        (a, b), (r0, r1) = frames, read
+        x, valid = fill_missing(unit(self.norms, raw), what)
+        lr = dg.degrade(x, self.scale, self.degrade, self.sigma) if degrade else x
+        idx = win.local_window_indices(np.arange(a, b), total, r0, r1, self.win_size, self.pad)
+        sr = self.predict(lr, idx, times)
+        if valid is not None:  # missing input cells stay missing in the output
+            keep = valid[a - r0 : b - r0]
+            if not degrade:
+                keep = keep.repeat_interleave(self.scale, dim=-2).repeat_interleave(self.scale, dim=-1)
+            sr = sr.masked_fill(~shave(keep, self.crop), float("nan"))
+        return sr, x, lr, valid
+

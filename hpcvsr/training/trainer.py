@@ -1,6 +1,6 @@
 """The training loop: one function, read top to bottom.
 
-``fit`` trains one stage (a model and a :class:`~hpcvsr.data.patches.PatchTask`) with synchronised
+``fit`` trains one stage (a model and a :class:`~hpcvsr.training.patches.PatchTask`) with synchronised
 gradients (DistributedDataParallel when several ranks), Adam, an optional schedule, early
 stopping on the globally reduced validation MSE, and an atomic checkpoint of the whole state
 after every epoch and whenever a stop signal arrives. A run directory holding a checkpoint
@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import checkpoint
-from .config import TrainConfig
-from .dist import DistEnv, StopFlag
-from .errors import UserError
-from .models.conditioning import run
-from .models.lowering import autocast
-from .models.weights import check_layers, layer_names
+from hpcvsr.dist import DistEnv, StopFlag
+from hpcvsr.errors import UserError
+from hpcvsr.io import checkpoint
+from hpcvsr.models.conditioning import run
+from hpcvsr.models.lowering import autocast
+from hpcvsr.models.weights import check_layers, layer_names
+from hpcvsr.pipeline.config import TrainConfig
 
 log = logging.getLogger("hpcvsr")
 
@@ -133,10 +133,10 @@ def evaluate(task, model, env: DistEnv, split: str, precision: str = "fp32") -> 
 
 
 def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_path: str, stop: StopFlag,
-        stage: str, entry: dict, config: dict, freeze=(), lr_mult=None, what: str = "model") -> list[dict]:
+        stage: str, config: dict, freeze=(), lr_mult=None, what: str = "model") -> list[dict]:
     """Train ``model`` on ``task``; returns the per-epoch history (epoch 0 = before training).
 
-    ``entry`` describes the model (:func:`hpcvsr.models.entry`) for its checkpoints; ``what`` names
+    Checkpoints store the model's own description (``model.spec``); ``what`` names
     the config section of ``freeze`` / ``lr_mult`` in error messages. ``patches_per_epoch`` is a
     multiple of the global batch (checked when the configuration is loaded).
     """
@@ -169,7 +169,7 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
     def save(next_epoch: int, next_step: int, done: bool = False) -> None:
         if env.is_root:
             checkpoint.save_training(ckpt_path, {
-                "stage": stage, "model": checkpoint.model_entry(model, entry), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "stage": stage, "model": checkpoint.model_entry(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "epoch": next_epoch, "step": next_step, "world": env.world, "history": history, "best": best,
                 "bad_epochs": bad, "best_state": best_state, "rng": checkpoint.rng_state(), "config": config, "done": done,
             })

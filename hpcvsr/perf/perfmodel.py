@@ -47,8 +47,8 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from .config import read_yaml, typed
-from .errors import UserError
+from hpcvsr.errors import UserError
+from hpcvsr.pipeline.config import read_yaml, typed
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ and an existing file is never replaced unless asked.
 
 Readers take a frame range and read only those frames: :func:`open_archive` gives NetCDF files
 (NetCDF-3 and -4, CF conventions: packing, fill values, coordinates, extra dimensions) to
-:class:`hpcvsr.data.cf.CFArchive` (xarray), HDF5 and MATLAB v7.3 to :class:`Archive` (h5py
+:class:`hpcvsr.io.cf.CFArchive` (xarray), HDF5 and MATLAB v7.3 to :class:`Archive` (h5py
 slicing, chunked reads), MATLAB v5 through scipy (whole variable: v5 has no partial reads, so very
 large archives should be converted to HDF5 once). Both readers take ``read(start, stop, rows,
 cols)`` and say whether values can be missing (``missing_possible``: only CF files can; NaN
@@ -21,9 +21,9 @@ import os
 import h5py
 import numpy as np
 
-from ..errors import UserError, check_finite
-from ..io.atomic import atomic_path, check_space
-from .cf import plain, plain_attrs
+from hpcvsr.errors import UserError, check_finite
+from hpcvsr.io.atomic import atomic_path, check_space
+from hpcvsr.io.cf import plain, plain_attrs
 
 
 def _attr(value):
@@ -134,7 +134,7 @@ class Archive:
 
     def describe(self, rows: slice | None = None, cols: slice | None = None) -> dict:
         """What a writer needs to describe an output like this input (as
-        :meth:`hpcvsr.data.cf.CFArchive.describe`): here no time and no coordinates to carry."""
+        :meth:`hpcvsr.io.cf.CFArchive.describe`): here no time and no coordinates to carry."""
         return {"var": self.var, "dims": ["time", "y", "x"], "attrs": {"units": str(self.units)} if self.units else {}, "global_attrs": {},
                 "time": None, "grid": {"ydim": "y", "xdim": "x", "coords": {}}, "fill_value": None, "missing_possible": False}
 
@@ -170,11 +170,11 @@ def is_netcdf(path: str) -> bool:
 
 
 def open_archive(path: str, var: str, *, select: dict | None = None, isel: dict | None = None, log: list | None = None):
-    """The reader for ``path``: :class:`~hpcvsr.data.cf.CFArchive` for NetCDF, :class:`Archive` otherwise."""
+    """The reader for ``path``: :class:`~hpcvsr.io.cf.CFArchive` for NetCDF, :class:`Archive` otherwise."""
     if not os.path.isfile(path):
         raise UserError(f"file not found: {path}")
     if is_netcdf(path):
-        from .cf import CFArchive
+        from hpcvsr.io.cf import CFArchive
 
         return CFArchive(path, var, select=select, isel=isel, log=log)
     if select or isel:

@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .data.degrade import degrade, gaussian_1d
+from hpcvsr.ops.degrade import degrade, gaussian_1d
 
 
 def shave(x: torch.Tensor, border: int) -> torch.Tensor:

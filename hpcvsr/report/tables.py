@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from .io.atomic import atomic_path
-from .kinds import KINDS
+from hpcvsr.io.atomic import atomic_path
+from hpcvsr.pipeline.kinds import KINDS
 
 METHOD_ORDER = ("bicubic", *KINDS)  # bicubic, 2d, then every pipeline kind
 

@@ -1,0 +1,45 @@
+"""``hpcvsr infer`` (``python -m hpcvsr.infer``): parse the arguments, run :func:`hpcvsr.inference.archive.infer`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+
+from hpcvsr.errors import cli
+from hpcvsr.inference import archive
+from hpcvsr.inference.archive import Job, infer
+from hpcvsr.pipeline import build
+from hpcvsr.pipeline import config as config_mod
+
+
+@cli
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="hpcvsr infer", description=archive.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", required=True, help="finished training run (holds model.pt)")
+    p.add_argument("--input", required=True, help="archive (NetCDF-3/-4 with CF conventions, HDF5, .mat)")
+    p.add_argument("--var", default="", help="variable to super-resolve (default: the one the run was trained on); "
+                   "a model of several variables takes as many, comma-separated, e.g. --var u10,v10")
+    p.add_argument("--output", required=True, help="output file: HDF5, or CF NetCDF-4 if it ends in .nc (or with --netcdf)")
+    p.add_argument("--select", action="append", default=[], metavar="DIM=VALUE",
+                   help="choose an extra dimension of a NetCDF variable by coordinate value, e.g. --select level=500 (repeatable)")
+    p.add_argument("--isel", action="append", default=[], metavar="DIM=INDEX", help="... or by index, e.g. --isel member=0")
+    p.add_argument("--degrade", action="store_true", help="input is high resolution: degrade, super-resolve, compare")
+    p.add_argument("--reference", help="high-resolution archive to compare with")
+    p.add_argument("--ref-var", default="", help="variable(s) in --reference (default: --var)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--consolidate", action="store_true", help="copy a virtual-dataset output into one plain file")
+    p.add_argument("--netcdf", action="store_true", help="write --output as CF NetCDF-4 whatever its name")
+    p.add_argument("--stats", help="write timings (frames/s, MB/s) as JSON here")
+    config_mod.add_arguments(p)
+    args = p.parse_args(argv)
+    cfg = build.load_config(args.config, args.overrides)
+    fields = {f.name for f in dataclasses.fields(Job)} - {"command"}
+    given = {k: tuple(v) if isinstance(v, list) else (v or "" if k in ("reference", "stats") else v) for k, v in vars(args).items() if k in fields}
+    job = Job(**given, command=f"python -m hpcvsr.infer {shlex.join(sys.argv[1:] if argv is None else argv)}")
+    return infer(job, cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Super-resolve a simulation archive with a trained run, across ranks, into one HDF5 file.
+
+    srun python -m hpcvsr.infer --run-dir RUN --input ARCHIVE --var h --output OUT.h5 \\
+        [--degrade] [--reference HR_ARCHIVE] [--set infer.tile=256 ...]
+
+``--degrade``: the input is high resolution; it is degraded as in training, super-resolved and
+compared with itself. ``--reference``: a high-resolution archive to compare with. Frames are
+streamed in chunks (``infer.block_frames``) and the chunks are shared by the ranks; each reads
+only its chunks plus the halo frames its windows need. The output's ``sr`` dataset (T, sH, sW),
+or (T, C, sH, sW) for a model of C variables, is in physical units; with a reference, per-frame
+and global metrics (reduced across ranks; per variable) are stored in its ``metrics`` group and
+printed. A rerun after a crash skips finished chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hpcvsr import dist
+from hpcvsr.data.blocks import phys, unit
+from hpcvsr.errors import UserError
+from hpcvsr.inference.engine import Predictor
+from hpcvsr.io import h5out, lock
+from hpcvsr.io.atomic import check_space, check_writable, write_json
+from hpcvsr.io.ncout import write_cf
+from hpcvsr.io.sequences import NETCDF_EXTENSIONS, MultiArchive
+from hpcvsr.ops import degrade as dg
+from hpcvsr.ops import metrics
+from hpcvsr.ops import windows as win
+from hpcvsr.pipeline import build
+from hpcvsr.pipeline import config as config_mod
+from hpcvsr.pipeline import segments as sg
+
+
+@dataclass(frozen=True)
+class Job:
+    """One inference job, as ``hpcvsr infer`` states it (see the module docstring and ``hpcvsr infer --help``)."""
+
+    run_dir: str  # a finished training run (holds model.pt)
+    input: str  # the archive
+    output: str  # HDF5, or CF NetCDF-4 for a .nc name (or netcdf=True)
+    var: str = ""  # comma-separated variables ('' : those the run was trained on)
+    select: tuple = ()  # "DIM=VALUE" pairs choosing extra dimensions by coordinate value
+    isel: tuple = ()  # ... or "DIM=INDEX" by index
+    degrade: bool = False  # the input is high resolution: degrade, super-resolve, compare
+    reference: str = ""  # a high-resolution archive to compare with
+    ref_var: str = ""  # its variables ('' : var)
+    overwrite: bool = False
+    consolidate: bool = False  # copy a virtual-dataset output into one plain file
+    netcdf: bool = False
+    stats: str = ""  # write timings here as JSON
+    command: str = ""  # the command line recorded in a NetCDF output's history
+
+
+def infer(job: Job, cfg=None) -> int:
+    """Run ``job`` with the configuration ``cfg`` (its ``infer`` section; None: the embedded defaults)
+    on this process's ranks: what ``hpcvsr infer`` does."""
+    cfg = cfg if cfg is not None else build.load_config()
+    return dist.launch(cfg, lambda env: run(job, cfg, env))
+
+
+def run(job: Job, cfg, env) -> int:
+    with contextlib.ExitStack() as held:
+        return _run(job, cfg, env, held)
+
+
+def _run(job: Job, cfg, env, held: contextlib.ExitStack) -> int:
+    ic = cfg.infer
+    pred = Predictor(job.run_dir, env.device, batch=ic.batch, tile=ic.tile, tile_halo=ic.tile_halo, precision=ic.precision,
+                     compile=ic.compile)
+    names = _variables(job.var, pred.vars, "--var")
+    var = ",".join(names)  # for messages and attributes
+    select, isel = config_mod.parse_pairs(job.select, "--select"), config_mod.parse_pairs(job.isel, "--isel")
+    arcs = MultiArchive(job.input, names, select=select, isel=isel)
+    held.callback(arcs.close)
+    arc = arcs.first  # time, grid and attributes (the variables share them)
+    T, H, W = arc.shape
+    s, c, norms = pred.scale, pred.crop, pred.norms
+    one = len(names) == 1
+    netcdf = job.netcdf or job.output.lower().endswith(NETCDF_EXTENSIONS)
+    if T < env.world:
+        raise UserError(f"{job.input}:{var} has {T} frames, fewer than the {env.world} ranks")
+    if job.degrade and job.reference:
+        raise UserError("use either --degrade (compare with the input) or --reference, not both")
+    rows = cols = None
+    h, w = H, W
+    if job.degrade:  # crop as in training, to the largest size divisible by the scale
+        mode = pred.config.get("data", {}).get("crop", "centre")
+        y, x = sg.frame_crop(f"{job.input}:{var}", H, W, s, mode)
+        (y0, y1), (x0, x1) = y or (0, H), x or (0, W)
+        if y or x:
+            rows, cols = slice(y0, y1), slice(x0, x1)
+            if env.is_root:
+                print(f"{job.input}:{var}: frames of {H}x{W} cropped to rows {y0}:{y1}, columns {x0}:{x1} ({mode}) to be divisible by {s}")
+        h, w = (y1 - y0) // s, (x1 - x0) // s
+    out_shape = (T, h * s - 2 * c, w * s - 2 * c) if one else (T, len(names), h * s - 2 * c, w * s - 2 * c)
+    pred.check_grid(f"{job.input}:{var}", (h * s, w * s), _hr_axes(arc, rows, cols, degraded=bool(job.degrade), pred=pred))
+    if pred.needs_time and not getattr(arc, "cf_time", False):
+        raise UserError(f"{job.input}:{var} has no CF time coordinate, but the model {job.run_dir} was trained with time features")
+    ref = None
+    if job.reference:
+        ref = MultiArchive(job.reference, _variables(job.ref_var, names, "--ref-var"), select=select, isel=isel)
+        held.callback(ref.close)
+        if ref.shape != (T, h * s, w * s):
+            raise UserError(f"{job.reference}: shape {ref.shape} does not match the super-resolved {(T, h * s, w * s)}")
+    chunk_list = win.chunks(T, ic.block_frames)
+    if len(chunk_list) < env.world:
+        raise UserError(f"{T} frames in chunks of {ic.block_frames} give {len(chunk_list)} chunks for {env.world} ranks; lower infer.block_frames")
+    mine = range(*win.block_range(len(chunk_list), env.world, env.rank))
+    attrs = {"scale": s, "pipeline": pred.pipeline, "checkpoint_hash": pred.hash, "run_dir": os.path.abspath(job.run_dir),
+             "source_file": os.path.abspath(job.input), "source_var": var, "degraded_input": bool(job.degrade),
+             "degradation": pred.degrade,
+             "normalisation": json.dumps({"lo": norms[0].lo, "hi": norms[0].hi} if one else {v: {"lo": n.lo, "hi": n.hi} for v, n in zip(names, norms)}),
+             "units": str(arc.units or norms[0].units) if one else json.dumps([str(a.units or n.units) for a, n in zip(arcs.parts, norms)]),
+             "crop": c, "window": pred.win_size, "padding": pred.pad, "tile": ic.tile, "precision": ic.precision,
+             "input_crop": json.dumps({"rows": [rows.start, rows.stop] if rows else None, "cols": [cols.start, cols.stop] if cols else None}),
+             "selection": json.dumps({"select": select, "isel": isel}), "missing_values": "NaN" if any(a.missing_possible for a in arcs.parts) else "none"}
+    if netcdf:
+        check_writable(job.output, job.overwrite)
+    held.enter_context(lock.held_by_root(env, job.output + ".lock", job.output))  # one job per output, after every input check
+    h5_path = job.output + ".h5" if netcdf else job.output
+    accs = [metrics.MetricSums(data_range=1.0, unit_scale=n.span, spectrum_cutoff=1.0 / s, device=env.device,
+                               degradation=None if c else (pred.degrade, s, pred.sigma)) for n in norms]
+    out = h5out.SROutput(h5_path, out_shape, chunk_list, attrs, env, compression=ic.compression, metrics=bool(job.degrade or ref),
+                         overwrite=job.overwrite)
+    held.push(lambda kind, exc, tb: kind is not None and out.discard_if_unused())  # a failed run leaves no empty output folder
+    finished = out.done()
+    todo = [i for i in mine if i not in finished]
+    skipped = len(mine) - len(todo)
+    print(f"rank {env.rank}: chunks {mine.start}..{mine.stop - 1} of {len(chunk_list)}; {skipped} already written, {len(todo)} to do", flush=True)
+    bar = None
+    if env.is_root:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(chunk_list[i][1] - chunk_list[i][0] for i in todo), desc="infer (rank 0)", unit="frame", dynamic_ncols=True)
+    t0 = time.time()
+    write_s, write_bytes, frames_done = 0.0, 0, 0
+    for cid in todo:
+        a, b = chunk_list[cid]
+        r0, r1 = win.halo_range(a, b, T, pred.halo)
+        times = torch.from_numpy(arc.time_features(r0, r1)).to(env.device) if pred.needs_time else None
+        sr, x, lr, valid = pred.resolve_chunk(dist.to_device(arcs.read(r0, r1, rows, cols), env.device), frames=(a, b), read=(r0, r1),
+                                              total=T, times=times, degrade=bool(job.degrade), what=f"{job.input}:{var}")
+        frame_rows = None
+        if job.degrade or ref is not None:
+            if job.degrade:
+                hr = x[a - r0 : b - r0] if valid is None else x[a - r0 : b - r0].masked_fill(~valid[a - r0 : b - r0], float("nan"))
+            else:
+                hr = unit(norms, torch.from_numpy(ref.read(a, b)).to(env.device))
+            hr = metrics.shave(hr, c)
+            low = lr[a - r0 : b - r0]  # the inputs the outputs should degrade back to
+            per_var = [acc.rows(sr[:, i], hr[:, i], offset=n.lo / n.span, lr=low[:, i]) for i, (acc, n) in enumerate(zip(accs, norms))]
+            frame_rows = {k: torch.stack([r[k] for r in per_var], -1).cpu().numpy() for k in per_var[0]}  # (k, C)
+            frame_rows = {k: v[:, 0] for k, v in frame_rows.items()} if one else frame_rows
+        data = phys(norms, sr).float().cpu().numpy()
+        data = data[:, 0] if one else data
+        tw = time.time()
+        out.write(cid, data, frame_rows)
+        write_s += time.time() - tw
+        write_bytes += data.nbytes
+        frames_done += b - a
+        print(f"rank {env.rank}: chunk {cid} (frames {a}..{b - 1}) done", flush=True)
+        if bar is not None:
+            bar.update(b - a)
+            bar.set_postfix_str(f"{frames_done * env.world / max(1e-9, time.time() - t0):.1f} frames/s (all ranks, est.)", refresh=False)
+    if bar is not None:
+        bar.close()
+    elapsed = time.time() - t0
+    timing = env.all_reduce_sum(torch.tensor([frames_done, write_bytes, write_s], dtype=torch.float64, device=env.device)).tolist()
+    slowest = env.all_reduce_max(torch.tensor([elapsed], dtype=torch.float64, device=env.device)).item()
+    gm = None
+    if out.metrics:  # from the stored rows of this rank's chunks, written by this run or an earlier one
+        stored = out.read_metrics(mine)
+        for i, acc in enumerate(accs):
+            acc.add_rows(stored if one else {k: v[:, i] for k, v in stored.items()})
+        sums = env.all_reduce_sum(torch.stack([acc.sums for acc in accs]))  # every variable in one collective
+        per = {v: acc.summary(sums[i]) for i, (v, acc) in enumerate(zip(names, accs))}
+        gm = per[names[0]] if one else {f"{k}_{v}": x for v, m in per.items() for k, x in m.items()}
+    out.finish(gm)
+    if env.is_root:
+        if netcdf:
+            _publish_netcdf(job, arcs, h5_path, names=names, pred=pred, rows=rows, cols=cols, attrs=attrs)
+        elif job.consolidate:
+            h5out.consolidate(job.output)
+        stats = {"ranks": env.world, "frames": T, "frames_computed": int(timing[0]), "seconds": slowest,
+                 "frames_per_s": timing[0] / slowest if slowest > 0 else 0.0,
+                 "write_MB_per_s": timing[1] / 1e6 / timing[2] if timing[2] > 0 else 0.0, "write_mode": out.mode, "metrics": gm}
+        print(f"wrote {job.output}: sr {out_shape} float32 ({out.mode}); {stats['frames_per_s']:.1f} frames/s on {env.world} rank(s), "
+              f"HDF5 writes {stats['write_MB_per_s']:.1f} MB/s", flush=True)
+        if gm:
+            print("global metrics: " + ", ".join(f"{k} {v:.6g}" for k, v in gm.items()), flush=True)
+        if job.stats:
+            write_json(job.stats, stats)
+    return 0
+
+
+def _hr_axes(arc, rows, cols, *, degraded: bool, pred) -> dict:
+    """{"y", "x"}: 1D coordinates of the high-resolution grid the output lies on ({} when the input has none)."""
+    from hpcvsr.io.cf import fine_grid, fine_positions
+    from hpcvsr.pipeline.segments import grid_axes_of
+
+    if not hasattr(arc, "grid"):
+        return {}
+    grid = arc.grid(rows, cols)
+    if not degraded:
+        centred = dg.CENTRED[pred.degrade]
+        h, w = (len(range(*sl.indices(n))) if sl else n for sl, n in ((rows, arc.shape[1]), (cols, arc.shape[2])))
+        grid = fine_grid(grid, fine_positions(h, pred.scale, centred=centred), fine_positions(w, pred.scale, centred=centred))
+    return grid_axes_of(grid)
+
+
+def _variables(text: str, default: list, option: str) -> list:
+    """The comma-separated variable names of ``option`` (``default`` when empty); as many as the model has."""
+    names = [v.strip() for v in text.split(",")] if text else list(default)
+    if len(names) != len(default) or not all(names):
+        raise UserError(f"{option} {text}: the model super-resolves {len(default)} variable(s) together ({', '.join(default)}); "
+                        f"name as many, comma-separated")
+    return names
+
+
+def _publish_netcdf(job: Job, arcs, h5_path: str, *, names: list, pred, rows, cols, attrs: dict) -> None:
+    """Rank 0: the finished HDF5 output as a CF NetCDF file on the input's grid or its finer grid, then removed."""
+    import h5py
+
+    from hpcvsr.io.cf import fine_grid, fine_positions
+
+    arc = arcs.first
+    T, s, c = len(arc), pred.scale, pred.crop
+    meta = arc.describe(rows, cols)
+    metas = [meta] + [a.describe(rows, cols) for a in arcs.parts[1:]]
+    for m, n in zip(metas, pred.norms):
+        if not m["attrs"].get("units"):
+            m["attrs"]["units"] = n.units
+    grid = meta["grid"]
+    one = len(names) == 1
+    with h5py.File(h5_path, "r") as f:
+        ny, nx = f["sr"].shape[-2:]
+        if job.degrade:  # the input's own grid (cropped as the data were), less the model's border
+            pos_y, pos_x = np.arange(c, c + ny, dtype=np.float64), np.arange(c, c + nx, dtype=np.float64)
+        else:  # the finer grid, with low-resolution pixels placed as the degradation places them
+            centred = dg.CENTRED[pred.degrade]
+            pos_y = fine_positions(arc.shape[1], s, centred=centred)[c : c + ny]
+            pos_x = fine_positions(arc.shape[2], s, centred=centred)[c : c + nx]
+        fills = [m.get("fill_value") if m.get("missing_possible") else None for m in metas]
+        frame_metrics = {}
+        for n in ("psnr", "ssim"):
+            if f"metrics/frame_{n}" in f:
+                values = f[f"metrics/frame_{n}"][:]
+                frame_metrics.update({f"metric_frame_{n}": values} if one else {f"metric_frame_{n}_{v}": values[:, i] for i, v in enumerate(names)})
+        global_attrs = dict(attrs, **{f"metric_{k}": float(v) for k, v in (f["metrics"].attrs.items() if "metrics" in f else [])})
+        check_space(job.output, int(np.prod(f["sr"].shape)) * 4)  # netCDF4 reports a full disk only as "HDF error"
+        write_cf(job.output, frames=lambda a, b: f["sr"][a:b], n_frames=T, meta=meta, grid=fine_grid(grid, pos_y, pos_x),
+                 var=names[0] if one else names, var_attrs=[m["attrs"] for m in metas],
+                 history=job.command or f"hpcvsr infer --run-dir {job.run_dir} --input {job.input}", fill_value=fills[0] if one else fills,
+                 frame_metrics=frame_metrics, global_attrs=global_attrs)
+        parts = f.attrs.get("parts")
+    os.remove(h5_path)
+    if parts:
+        shutil.rmtree(os.path.join(os.path.dirname(os.path.abspath(h5_path)), parts), ignore_errors=True)
+
