@@ -101,7 +101,9 @@ def test_first_format_file_is_refused_then_upgraded(tmp_path):
     torch.save({"format": "hpcvsr-1", "model": checkpoint.model_entry(m), "history": []}, old)
     with pytest.raises(UserError, match="python -m hpcvsr.checkpoint upgrade"):
         checkpoint.load_entry(str(old))
-    assert checkpoint.main(["upgrade", str(old), "--out", str(tmp_path / "new.pt")]) == 0
+    from hpcvsr.cli.checkpoint import main
+
+    assert main(["upgrade", str(old), "--out", str(tmp_path / "new.pt")]) == 0
     again = from_entry(checkpoint.load_entry(str(tmp_path / "new.pt")))
     assert checkpoint.state_hash(again.state_dict()) == checkpoint.state_hash(m.state_dict())
 

@@ -3,6 +3,8 @@
     python -m hpcvsr.data swe --frames 200 --size 128 128 --seed 1 --out swe.h5
     python -m hpcvsr.data swe --frames 744 --size 64 96 --seed 1 --domain-seed 7 --topography 0.3 --forcing 0.2 \
         --out swe.nc --static-out orography.nc         (CF-1.8 NetCDF, hourly labels, a daily forcing)
+    python -m hpcvsr.data swe --frames 200 --size 128 128 --seed 1 --out fine.nc --coarse-scale 4
+                                                       (and fine_coarse4.nc: the same flow run on a 32 x 32 grid)
     python -m hpcvsr.data phantom --frames 100 --size 128 128 --out phantom.h5
     python -m hpcvsr.data images [--folder DIR] --size 256 256 --out images.h5
     python -m hpcvsr.data video clip.y4m --out clip.h5           (.y4m, .yuv with --size, folder)
@@ -55,13 +57,19 @@ def add_swe_options(p: argparse.ArgumentParser) -> None:
                    help=f"spectral peak of the initial vortices, cycles per domain (default {d.k0:g}); lower it with the grid size to keep "
                         "the eddies resolved on small frames")
     g.add_argument("--static-out", metavar="PATH.nc", help="also write the bottom height (orography) as a static CF NetCDF file; needs --topography > 0")
+    g.add_argument("--coarse-scale", type=int, metavar="S",
+                   help="also run the same flow on a grid S times coarser (S >= 2 dividing both sizes): it starts from the first frame "
+                        "restricted by finite-volume means over the same bottom and forcing, and then drifts as a coarse model does")
+    g.add_argument("--coarse-out", metavar="PATH", help="the coarse file of --coarse-scale (default: --out with _coarseS before the extension; "
+                                                        ".nc: CF NetCDF, else the HDF5 layout)")
 
 
 def swe_options(args) -> dict:
     """The swe-only options given on the command line, as SWEParams fields; an error for other sources."""
     given = {dest: getattr(args, dest) for dest in SWE_OPTIONS if getattr(args, dest) is not None}
-    if args.source != "swe" and (given or args.static_out):
-        flags = [_flag(d) for d in given] + (["--static-out"] if args.static_out else [])
+    outputs = [_flag(d) for d in ("static_out", "coarse_scale", "coarse_out") if getattr(args, d) is not None]
+    if args.source != "swe" and (given or outputs):
+        flags = [_flag(d) for d in given] + outputs
         raise UserError(f"{', '.join(flags)}: only 'swe' takes these options, not '{args.source}'")
     return {SWE_OPTIONS[dest]: value for dest, value in given.items()}
 
@@ -75,6 +83,62 @@ def check_static_out(args, params: swe.SWEParams | None) -> None:
     if os.path.abspath(args.static_out) == os.path.abspath(args.out):
         raise UserError("--static-out and --out name the same file")
     check_writable(args.static_out, args.overwrite)
+
+
+def coarse_path(out: str, scale: int) -> str:
+    """Default coarse file of a pair: ``fine.nc`` -> ``fine_coarse2.nc``."""
+    root, ext = os.path.splitext(out)
+    return f"{root}_coarse{scale}{ext}"
+
+
+def check_coarse_out(args, params: swe.SWEParams | None) -> None:
+    """--coarse-scale / --coarse-out: a scale that fits the grid and a writable coarse file, not another output."""
+    if args.coarse_scale is None:
+        if args.coarse_out is not None:
+            raise UserError("--coarse-out names the coarse file of a pair: it needs --coarse-scale")
+        return
+    if args.coarse_scale < 2:
+        raise UserError(f"--coarse-scale must be an integer >= 2, got {args.coarse_scale}")
+    try:
+        swe.coarse_params(params, args.coarse_scale)
+    except UserError as exc:
+        raise UserError(f"--coarse-scale: {exc}") from None
+    args.coarse_out = args.coarse_out or coarse_path(args.out, args.coarse_scale)
+    for flag, other in (("--out", args.out), ("--static-out", args.static_out)):
+        if other is not None and os.path.abspath(args.coarse_out) == os.path.abspath(other):
+            raise UserError(f"--coarse-out and {flag} name the same file: {args.coarse_out}")
+    check_writable(args.coarse_out, args.overwrite)
+
+
+def _built(seq: swe.SWESequence, extra: dict) -> sources.Built:
+    """A shallow-water sequence written as :func:`sources.generate` writes one, with ``extra`` attributes."""
+    return sources.Built({"h": seq.h, "u": seq.u, "v": seq.v, "vort": seq.vort}, {**swe.attributes(seq), **extra}, swe.UNITS,
+                         dataset=lambda history=None: swe.to_dataset(seq, history=history, extra=extra))
+
+
+def build_pair(args, params: swe.SWEParams) -> tuple[sources.Built, sources.Built]:
+    """The fine and coarse files of ``--coarse-scale``."""
+    try:
+        fine, coarse = swe.run_pair(params, args.frames, args.coarse_scale, progress=not args.quiet)
+    except FloatingPointError as exc:  # the options asked for more than the solver can take
+        raise UserError(f"swe: {exc}") from None
+    fine_attrs, coarse_attrs = swe.pair_attributes(args.coarse_scale, args.out, args.coarse_out)
+    return _built(fine, fine_attrs), _built(coarse, coarse_attrs)
+
+
+def write_pair(args, pair: tuple[sources.Built, sources.Built], history: str) -> None:
+    """Both files, each atomically; if the coarse one fails the fine one is removed, so the same command can run again."""
+    fine, coarse = pair
+    fine.write(args.out, overwrite=args.overwrite, history=history)
+    try:
+        coarse.write(args.coarse_out, overwrite=args.overwrite, history=history)
+    except BaseException:
+        os.remove(args.out)
+        raise
+
+
+def _shape(built: sources.Built) -> tuple:
+    return tuple(next(iter(built.variables.values())).shape)
 
 
 def build(args) -> sources.Built:
@@ -120,12 +184,19 @@ def main(argv=None) -> int:
     if args.static_out:
         check_static_out(args, params)
     check_writable(args.out, args.overwrite)  # refuse before any work is done
+    check_coarse_out(args, params)
     history = shlex.join(["python", "-m", "hpcvsr.data", *(sys.argv[1:] if argv is None else argv)])
     t0 = time.time()
-    built = build(args)
-    built.write(args.out, overwrite=args.overwrite, history=history)
-    first = next(iter(built.variables.values()))
-    print(f"wrote {args.out}: {', '.join(built.variables)} of shape {tuple(first.shape)} float32 in {time.time() - t0:.1f} s")
+    if args.coarse_scale is None:
+        built = build(args)
+        built.write(args.out, overwrite=args.overwrite, history=history)
+    else:
+        built, coarse = build_pair(args, params)
+        write_pair(args, (built, coarse), history)
+    print(f"wrote {args.out}: {', '.join(built.variables)} of shape {_shape(built)} float32 in {time.time() - t0:.1f} s")
+    if args.coarse_scale is not None:
+        print(f"wrote {args.coarse_out}: {', '.join(coarse.variables)} of shape {_shape(coarse)} float32, "
+              f"the same flow on a grid {args.coarse_scale} times coarser")
     if args.static_out:
         sources.write_netcdf(swe.static_dataset(params, history=history), args.static_out, overwrite=args.overwrite)
         print(f"wrote {args.static_out}: orography of shape ({params.ny}, {params.nx})")

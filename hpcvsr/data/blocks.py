@@ -35,6 +35,8 @@ class Segment:
     rows: tuple = ()
     cols: tuple = ()
     extra: tuple = ()
+    lr_path: str = ""  # paired: the coarse run whose same frames are the inputs ('' : the frames are degraded)
+    lr_vars: tuple = ()  # its variables, one per variable of the segment
 
     @property
     def n(self) -> int:
@@ -57,6 +59,10 @@ class Segment:
     def open_all(self, log: list | None = None) -> MultiArchive:
         """The reader of every variable, read together as channels."""
         return MultiArchive(self.path, self.variables, select=dict(self.select), isel=dict(self.isel), log=log)
+
+    def open_lr(self, log: list | None = None) -> MultiArchive:
+        """The reader of the coarse run of a paired segment."""
+        return MultiArchive(self.lr_path, self.lr_vars, select=dict(self.select), isel=dict(self.isel), log=log)
 
     def read(self, arc, a: int, b: int) -> np.ndarray:
         """File frames [a, b) of the opened reader ``arc``, cropped."""
@@ -166,7 +172,8 @@ def fill_missing(x: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor
 def read_block(seg: Segment, world: int, rank: int, halo: int, norms: list, scale: int, method: str,
                sigma: float = 1.6, pad: str = "replicate", device=None, reads: list | None = None, times: bool = False) -> Block:
     """Read this rank's block of ``seg`` plus ``halo`` frames each side, normalise it (``norms``: one
-    :class:`Normaliser` per variable) and degrade it (and the frames' time features with ``times``)."""
+    :class:`Normaliser` per variable) and degrade it, or read the same frames of its coarse run when
+    it is paired (and the frames' time features with ``times``)."""
     if seg.n < world:
         raise UserError(f"{seg.label} frames {seg.start}:{seg.stop} ({seg.n} frames) cannot be shared by {world} ranks; "
                         "use fewer ranks or more frames")
@@ -181,7 +188,15 @@ def read_block(seg: Segment, world: int, rank: int, halo: int, norms: list, scal
     hr = unit(norms, torch.from_numpy(data).to(device=device, dtype=torch.float32))
     dg.check_divisible(hr.shape, scale, what=f"{seg.label} frame")
     hr, mask = fill_missing(hr, seg.label)
-    lr = dg.degrade(hr, scale, method, sigma)
+    if seg.lr_path:  # the coarse run's own frames: nothing is degraded
+        coarse = seg.open_lr(log=reads)
+        try:
+            raw = coarse.read(seg.start + r0, seg.start + r1)
+        finally:
+            coarse.close()
+        lr, _ = fill_missing(unit(norms, torch.from_numpy(raw).to(device=device, dtype=torch.float32)), f"{seg.lr_path}:{'+'.join(seg.lr_vars)}")
+    else:
+        lr = dg.degrade(hr, scale, method, sigma)
     return Block(seg, own, (r0, r1), hr, lr, pad, mask=mask, times=feats)
 
 

@@ -34,6 +34,15 @@ time scales on purpose: one output interval of model time is labelled as ``inter
 
 Index convention (numpy ``roll``): ``h[j, i]`` is the cell with centre (i + 1/2, j + 1/2) dx;
 ``u[j, i]`` sits at (i, j + 1/2) dx; ``v[j, i]`` at (i + 1/2, j) dx; vorticity at corners (i, j).
+
+Fine and coarse pairs (:func:`run_pair`): the same flow on the grid of ``p`` and on a grid ``scale``
+times coarser. Coarse cell (J, I) covers fine cells j = scale J .. scale J + scale - 1 and likewise
+in i, so coarse west face I is fine west face scale I and coarse south face J is fine south face
+scale J. After the spin-up the fine state is restricted by finite-volume means (:func:`restrict`):
+h over the scale x scale fine cells, u over the ``scale`` fine west faces on the coarse west face,
+v over the fine south faces on the coarse south face; the coarse run then goes its own way with
+the same parameters, its own viscosity and CFL step for its dx, and the bottom and forcing pattern
+of the fine grid restricted the same way as h (the same place, not a new one drawn at another size).
 """
 
 from __future__ import annotations
@@ -41,9 +50,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from hpcvsr.errors import UserError
 
 VISC = 0.01  # grid-scale damping rate ~ VISC * 97 * u0 / dx
 
@@ -224,15 +236,30 @@ def _laplacian_u(a, dx):
     return (np.roll(a, 1, 0) + np.roll(a, -1, 0) + np.roll(a, 1, 1) + np.roll(a, -1, 1) - 4 * a) / dx**2
 
 
-class ShallowWater:
-    """Vectorised solver. ``state`` is (h, u, v) as float64 arrays of shape (ny, nx)."""
+def _place_field(p: SWEParams, given: np.ndarray | None, default) -> np.ndarray:
+    """``given`` (checked against the grid of ``p``), or ``default(p)``."""
+    if given is None:
+        return default(p)
+    given = np.asarray(given, np.float64)
+    if given.shape != (p.ny, p.nx):
+        raise ValueError(f"a field of shape {given.shape} does not fit the grid {p.ny} x {p.nx}")
+    return given
 
-    def __init__(self, p: SWEParams):
+
+class ShallowWater:
+    """Vectorised solver. ``state`` is (h, u, v) as float64 arrays of shape (ny, nx).
+
+    ``bed`` and ``pattern`` are the bottom and the forcing pattern Q on this grid, for a run that shares
+    its place with another grid's (default: :func:`bottom` and :func:`forcing_pattern` of ``p``); they
+    are used only where ``p`` asks for topography or forcing.
+    """
+
+    def __init__(self, p: SWEParams, *, bed: np.ndarray | None = None, pattern: np.ndarray | None = None):
         self.p = p
         self.dx = p.dx
         self.nu4 = p.nu4 or self.viscosity(p)
-        self.b = bottom(p) if p.topography > 0 else None  # None: flat bottom
-        self.source = math.pi * p.forcing * p.depth / p.forcing_period * forcing_pattern(p) if p.forcing > 0 else None
+        self.b = _place_field(p, bed, bottom) if p.topography > 0 else None  # None: flat bottom
+        self.source = math.pi * p.forcing * p.depth / p.forcing_period * _place_field(p, pattern, forcing_pattern) if p.forcing > 0 else None
         # fastest gravity waves: over the deepest water
         self.wave_speed = p.wave_speed if self.b is None else math.sqrt(p.g * (p.depth - self.b.min()))
 
@@ -352,25 +379,98 @@ def generate(frames: int = 200, size: tuple[int, int] = (128, 128), seed: int = 
 def run(p: SWEParams, frames: int, progress: bool = False) -> SWESequence:
     """``frames`` snapshots of a run with parameters ``p``, after spin-up (which ends at model time 0)."""
     solver = ShallowWater(p)
+    state, mass0, steps = _spin_up(solver)
+    return _record(solver, state, frames, mass0=mass0, steps=steps, progress=progress)
+
+
+def run_pair(p: SWEParams, frames: int, scale: int, progress: bool = False) -> tuple[SWESequence, SWESequence]:
+    """The flow of ``p`` on its grid and on one ``scale`` times coarser, saved at the same model times.
+
+    The fine sequence is :func:`run` ``(p, frames)`` exactly. The coarse run starts from the fine state
+    at the first frame (after the spin-up) restricted by :func:`restrict`, over the fine bottom and
+    forcing pattern restricted by :func:`restrict_centres`, with :func:`coarse_params`; from then on
+    it follows its own discretisation, so it drifts from the fine run as a coarse model does.
+    """
+    cp = coarse_params(p, scale)
+    fine = ShallowWater(p)
+    state, mass0, steps = _spin_up(fine)
+    coarse = ShallowWater(cp, bed=restrict_centres(fine.b, scale) if fine.b is not None else None,
+                          pattern=restrict_centres(forcing_pattern(p), scale) if p.forcing > 0 else None)
+    start = restrict(state, scale)
+    _check(coarse, start[0], "in the coarse initial state")
+    fine_seq = _record(fine, state, frames, mass0=mass0, steps=steps, progress=progress)
+    coarse_seq = _record(coarse, start, frames, mass0=float(np.sum(cp.depth + start[0])), steps=0, progress=progress,
+                         label=f"swe 1/{scale}", where=f" on the {scale}x coarser grid")
+    return fine_seq, coarse_seq
+
+
+def coarse_params(p: SWEParams, scale: int) -> SWEParams:
+    """``p`` on a grid ``scale`` times coarser (the domain and every physical parameter kept); a UserError if it does not fit."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 2:
+        raise UserError(f"the coarse scale must be an integer >= 2, got {scale!r}")
+    if p.ny % scale or p.nx % scale:
+        raise UserError(f"a coarse scale of {scale} must divide both grid sizes, but the grid is {p.ny} x {p.nx} (ny x nx)")
+    ny, nx = p.ny // scale, p.nx // scale
+    if min(ny, nx) < 8:
+        raise UserError(f"a coarse scale of {scale} makes the {p.ny} x {p.nx} grid {ny} x {nx}: the coarse grid must be at least 8x8")
+    return dataclasses.replace(p, ny=ny, nx=nx)
+
+
+def restrict_centres(a: np.ndarray, scale: int) -> np.ndarray:
+    """Cell-centre field (..., ny, nx) -> mean over each ``scale`` x ``scale`` block (the coarse cell)."""
+    *lead, ny, nx = a.shape
+    return a.reshape(*lead, ny // scale, scale, nx // scale, scale).mean(axis=(-3, -1))
+
+
+def restrict_u(u: np.ndarray, scale: int) -> np.ndarray:
+    """West-face field (..., ny, nx) -> coarse west faces: coarse face I is fine face ``scale`` I, and its
+    value is the mean over the ``scale`` fine faces along it, so the volume flux through it is the fine one."""
+    *lead, ny, nx = u.shape
+    return u[..., ::scale].reshape(*lead, ny // scale, scale, nx // scale).mean(axis=-2)
+
+
+def restrict_v(v: np.ndarray, scale: int) -> np.ndarray:
+    """South-face field (..., ny, nx) -> coarse south faces (fine face ``scale`` J, mean over the fine faces along it)."""
+    *lead, ny, nx = v.shape
+    return v[..., ::scale, :].reshape(*lead, ny // scale, nx // scale, scale).mean(axis=-1)
+
+
+def restrict(state, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A C-grid state (h, u, v) on a grid ``scale`` times coarser, by finite-volume means (the domain sum of h
+    times the cell area is kept to round-off)."""
+    h, u, v = state
+    return restrict_centres(h, scale), restrict_u(u, scale), restrict_v(v, scale)
+
+
+def _spin_up(solver: ShallowWater):
+    """The seed's balanced initial state run through the spin-up: (state at model time 0, initial mass, steps)."""
+    p = solver.p
     rng = np.random.default_rng(p.seed)
     state = balanced_vortices(p, rng)
     mass0 = float(np.sum(p.depth + state[0]))
     _check(solver, state[0], "in the initial state")
     spinup = p.spinup_turnovers * p.turnover
     state, steps = solver.advance(state, spinup, t0=-spinup)
+    return state, mass0, steps
+
+
+def _record(solver: ShallowWater, state, frames: int, *, mass0: float, steps: int, progress: bool, label: str = "swe",
+            where: str = "") -> SWESequence:
+    """``frames`` snapshots from ``state`` at model time 0, one output interval apart (``where`` names the grid in errors)."""
+    p = solver.p
     out = {k: np.empty((frames, p.ny, p.nx), np.float32) for k in ("h", "u", "v", "vort")}
     interval = p.output_interval
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=frames, desc="swe", unit="frame")
+        bar = tqdm(total=frames, desc=label, unit="frame")
     for t in range(frames):
         if t:
             state, n = solver.advance(state, interval, t0=(t - 1) * interval)
             steps += n
         h, u, v = state
-        _check(solver, h, f"at frame {t}")
+        _check(solver, h, f"at frame {t}{where}")
         out["h"][t], out["u"][t], out["v"][t] = h, u, v
         out["vort"][t] = vorticity(u, v, p.dx)
         if bar:
@@ -431,11 +531,22 @@ def _global_attrs(title: str, history: str | None, params: dict) -> dict:
     return attrs
 
 
-def to_dataset(seq: SWESequence, history: str | None = None):
+def pair_attributes(scale: int, fine_path: str, coarse_path: str) -> tuple[dict, dict]:
+    """Attributes that tie the two files of a :func:`run_pair` to each other: (fine file's, coarse file's)."""
+    fine_name, coarse_name = os.path.basename(fine_path), os.path.basename(coarse_path)
+    fine = {"coarse_scale": scale, "pair": coarse_name}
+    coarse = {"coarse_scale": scale, "pair_of": fine_name,
+              "pair_comment": f"the flow of {fine_name} on a grid {scale} times coarser: its state at the first frame, bottom and "
+                              "forcing pattern restricted by finite-volume means (h: cell blocks; u, v: the fine faces on each coarse face), "
+                              "then run on this grid with the same parameters and its own time step"}
+    return fine, coarse
+
+
+def to_dataset(seq: SWESequence, history: str | None = None, extra: dict | None = None):
     """The sequence as a CF-1.8 ``xarray.Dataset``: h, u, v, vort on (time, y, x) at cell centres.
 
     ``time`` is the calendar label (hours since ``start_date``, one output interval labelled as
-    ``interval_hours``); the run's parameters are global attributes; ``history`` is the command.
+    ``interval_hours``); the run's parameters are global attributes, followed by ``extra``; ``history`` is the command.
     """
     import xarray as xr
 
@@ -446,6 +557,7 @@ def to_dataset(seq: SWESequence, history: str | None = None):
     run = {k: v for k, v in attributes(seq).items() if k not in ("source", "description")}
     run["comment"] = (f"model time is labelled: one output interval ({run['dt']:g} s of model time) is labelled as "
                       f"{p.interval_hours:g} h; u, v and vort are averaged to cell centres from the C-grid")
+    run.update(extra or {})
     title = "Rotating shallow-water turbulence" + (" over topography" if p.topography > 0 else "") + (" with a periodic forcing" if p.forcing > 0 else "")
     return xr.Dataset(data, coords={"time": time, **grid_coords(p)}, attrs=_global_attrs(title, history, run))
 

@@ -90,6 +90,9 @@ def _run(job: Job, cfg, env, held: contextlib.ExitStack) -> int:
         raise UserError(f"{job.input}:{var} has {T} frames, fewer than the {env.world} ranks")
     if job.degrade and job.reference:
         raise UserError("use either --degrade (compare with the input) or --reference, not both")
+    if job.degrade and pred.degrade == "paired":
+        raise UserError(f"{job.run_dir} was trained on pairs (a coarse run and a fine one), with no degradation to apply: give it a coarse "
+                        "run as --input and compare with the fine run with --reference")
     rows = cols = None
     h, w = H, W
     if job.degrade:  # crop as in training, to the largest size divisible by the scale
@@ -128,7 +131,7 @@ def _run(job: Job, cfg, env, held: contextlib.ExitStack) -> int:
     held.enter_context(lock.held_by_root(env, job.output + ".lock", job.output))  # one job per output, after every input check
     h5_path = job.output + ".h5" if netcdf else job.output
     accs = [metrics.MetricSums(data_range=1.0, unit_scale=n.span, spectrum_cutoff=1.0 / s, device=env.device,
-                               degradation=None if c else (pred.degrade, s, pred.sigma)) for n in norms]
+                               degradation=pred.consistency) for n in norms]
     out = h5out.SROutput(h5_path, out_shape, chunk_list, attrs, env, compression=ic.compression, metrics=bool(job.degrade or ref),
                          overwrite=job.overwrite)
     held.push(lambda kind, exc, tb: kind is not None and out.discard_if_unused())  # a failed run leaves no empty output folder

@@ -202,6 +202,8 @@ class SuperResolver(torch.nn.Module):
         scale: what ``hpcvsr infer --degrade`` feeds the networks, in physical units."""
         import xarray as xr
 
+        if self.method == "paired":
+            raise UserError(f"{self.run_dir} was trained on pairs (a coarse run and a fine one): it has no degradation; give it the coarse run")
         if isinstance(hr, torch.Tensor):
             x = hr[:, None] if hr.ndim == 3 else hr
             (y0, y1), (x0, x1) = self._crop(x.shape[-2], x.shape[-1], "tensor")
@@ -361,15 +363,16 @@ def scores(sr, hr, resolver: SuperResolver | None = None) -> dict:
         raise UserError("hpcvsr.metrics compares one variable at a time")
     norm = pred.norms[0]
     tdim, ydim, xdim = frame_dims(hr)
-    (y0, y1), (x0, x1) = resolver._crop(hr.sizes[ydim], hr.sizes[xdim], f"DataArray '{hr.name}'")
+    paired = pred.degrade == "paired"  # hr is the fine run of a pair: compared as it is
+    (y0, y1), (x0, x1) = ((0, hr.sizes[ydim]), (0, hr.sizes[xdim])) if paired else resolver._crop(hr.sizes[ydim], hr.sizes[xdim], f"DataArray '{hr.name}'")
     hr = _masked(hr.isel({ydim: slice(y0, y1), xdim: slice(x0, x1)}).transpose(tdim, ydim, xdim))
     sr = sr.transpose(*frame_dims(sr))
     if sr.shape != (hr.shape[0], hr.shape[1] - 2 * c, hr.shape[2] - 2 * c):
         raise UserError(f"the super-resolved frames {sr.shape} do not match the high-resolution ones {hr.shape} less the model's {c}-pixel border")
-    acc = mt.MetricSums(data_range=1.0, unit_scale=norm.span, spectrum_cutoff=1.0 / s, degradation=None if c else (pred.degrade, s, pred.sigma))
+    acc = mt.MetricSums(data_range=1.0, unit_scale=norm.span, spectrum_cutoff=1.0 / s, degradation=pred.consistency)
     for a, b in resolver.chunks(hr.shape[0]):  # as infer --degrade: the input degraded in normalised units
         x, valid = fill_missing(norm.unit(torch.from_numpy(np.asarray(hr[a:b].values, np.float32))), f"DataArray '{hr.name}'")
-        low = dg.degrade(x[:, None], s, pred.degrade, pred.sigma)[:, 0]
+        low = None if paired else dg.degrade(x[:, None], s, pred.degrade, pred.sigma)[:, 0]
         target = mt.shave(x if valid is None else x.masked_fill(~valid, float("nan")), c)
         y = norm.unit(torch.from_numpy(np.asarray(sr[a:b].values, np.float32)))
         acc.add_rows(acc.rows(y, target, offset=norm.lo / norm.span, lr=low))

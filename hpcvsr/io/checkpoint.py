@@ -240,9 +240,11 @@ def save_weights(path: str, entry: dict, **info) -> None:
     _save(path, WEIGHTS, dict(info, model=entry))
 
 
-def load_entry(path: str) -> dict:
-    """The final network's entry of any hpcvsr file (weights, model file or training checkpoint)."""
-    return _load(path, (WEIGHTS, MODEL, CHECKPOINT))["model"]
+def load_entry(path: str, part: str = "model") -> dict:
+    """The final network's entry of any hpcvsr file (weights, model file or training checkpoint);
+    ``part="net2d"``: a model file's 2D network (what the 2D stage of another run starts from)."""
+    state = _load(path, (WEIGHTS, MODEL, CHECKPOINT))
+    return state[part] if part in state else state["model"]
 
 
 # --- hashes ---------------------------------------------------------------------------------------

@@ -110,11 +110,38 @@ def scale_from_filename(path: str) -> int | None:
 
 
 
-def load_source(path: str, scale: int) -> tuple[str, dict, dict]:
-    """(model name, kwargs, state_dict) from an authors' .mat or an hpcvsr checkpoint / weights .pt.
+def run_model(path: str) -> str:
+    """``path``, or the model file of ``path`` when it is a run directory."""
+    return os.path.join(path, "model.pt") if os.path.isdir(path) else path
+
+
+# wrappers around one configured network, and where it lies inside them (its state dict's prefix)
+_WRAPPED = {"conditioned": "net", "constrained": "net", "variables": "net", "joint2d3d": "net3d", "reverse3d2d": "net3d"}
+
+
+def bare(entry: dict) -> dict:
+    """The configured network inside an entry's wrappers (conditioning, constraint, several variables
+    sharing one network, the compositions' 3D part), with its own part of the state dict."""
+    while entry["name"] in _WRAPPED and _WRAPPED[entry["name"]] in entry.get("parts", {}):
+        if entry["name"] == "variables" and not entry["kwargs"].get("shared", True):
+            raise UserError(f"{entry['name']}: one network per variable; start from a run whose variables share their network")
+        key = _WRAPPED[entry["name"]]
+        prefix = key + "."
+        inner = dict(entry["parts"][key])
+        if "state_dict" in entry:
+            inner["state_dict"] = {k[len(prefix):]: v for k, v in entry["state_dict"].items() if k.startswith(prefix)}
+        entry = inner
+    return entry
+
+
+def load_source(path: str, scale: int, part: str = "model") -> tuple[str, dict, dict]:
+    """(model name, kwargs, state_dict) from an authors' .mat, an hpcvsr checkpoint / weights .pt, or
+    a finished run (its directory or model.pt: ``part`` 'net2d' for its 2D network, 'model' for its
+    final one), unwrapped to the configured network (:func:`bare`).
 
     The file's scale must equal ``scale``.
     """
+    path = run_model(path)
     if path.endswith(".mat"):
         m = _loadmat(path)
         file_scale = scale_from_filename(path)
@@ -134,7 +161,7 @@ def load_source(path: str, scale: int) -> tuple[str, dict, dict]:
         if bad:
             raise UserError(f"{path}: weights {', '.join(bad)} hold NaN or inf values")
         return name, kwargs, sd
-    entry = checkpoint.load_entry(path)
+    entry = bare(checkpoint.load_entry(path, part))
     if entry["scale"] != scale:
         raise UserError(f"{path}: weights are for scale x{entry['scale']}, but scale x{scale} was asked for")
     return entry["name"], entry["kwargs"], entry["state_dict"]

@@ -29,7 +29,8 @@ from hpcvsr.errors import UserError
 DEGRADATIONS = ("bicubic", "blur", "block_mean", "point")
 # Where a low-resolution pixel sits on the fine grid: centred on its s x s cells (bicubic, block mean), or on
 # the first of them (point sampling, and blur, which keeps every s-th pixel of the blurred field).
-CENTRED = {"bicubic": True, "block_mean": True, "blur": False, "point": False}
+CENTRED = {"bicubic": True, "block_mean": True, "blur": False, "point": False,
+           "paired": True}  # a coarse run's finite-volume cells are centred on the fine cells they cover
 UPSCALERS = ("nearest", "bilinear", "bicubic")
 
 

@@ -21,6 +21,7 @@ from hpcvsr.models import MODELS, MODELS_2D, MODELS_3D, around, build
 from hpcvsr.models import weights as weights_mod
 from hpcvsr.models.conditioning import set_static
 from hpcvsr.pipeline import config as config_mod
+from hpcvsr.pipeline import pairs
 from hpcvsr.pipeline.kinds import Kind, kind
 
 log = logging.getLogger("hpcvsr")
@@ -29,7 +30,13 @@ log = logging.getLogger("hpcvsr")
 def load_config(path: str | None = None, overrides=()) -> config_mod.Config:
     """The configuration at ``path`` (a YAML file or a packaged preset's name; None: the embedded
     defaults) with ``--set`` ``overrides``, every check done, networks included."""
-    cfg = config_mod.load(path, overrides)
+    return checked(config_mod.load(path, overrides))
+
+
+def checked(cfg: config_mod.Config) -> config_mod.Config:
+    """``cfg`` resolved (a paired configuration takes its scale from its two grids:
+    :func:`hpcvsr.pipeline.pairs.resolve`) and checked with its networks built (:func:`check`)."""
+    cfg = pairs.resolve(cfg)
     check(cfg)
     return cfg
 
@@ -42,7 +49,7 @@ def build_2d(cfg, init: bool = True):
     model = build(m.name, scale, **m.kwargs)
     if init and m.init:
         path = weight_files.resolve_init(m.init, m.name, scale)
-        _, _, sd = weight_files.load_source(path, scale)
+        _, _, sd = weight_files.load_source(path, scale, part="net2d")
         report = weights_mod.init_layerwise(model, sd)
         log.info("model2d %s initialised from %s: %s", m.name, path, ", ".join(f"{k} {v}" for k, v in report.items()))
     return model
@@ -172,8 +179,8 @@ def check(cfg) -> None:
     if cfg.model2d.init:
         weight_files.resolve_init(cfg.model2d.init, cfg.model2d.name, cfg.degrade.scale)
     for section, path in (("model2d", cfg.model2d.init), ("model3d", cfg.model3d.init if k.has_3d else "")):
-        if path and path != "bundled" and not os.path.isfile(path):
-            raise UserError(f"{section}.init: file not found: {path}")
+        if path and path != "bundled" and not os.path.isfile(weight_files.run_model(path)):
+            raise UserError(f"{section}.init: file not found: {path}" + (" (a run directory needs its model.pt)" if os.path.isdir(path) else ""))
     for section, net in (("model2d", net2d), ("model3d", net3d)):
         if net is not None:
             weights_mod.check_layers(net, getattr(cfg, section).freeze, f"{section}.freeze")

@@ -43,6 +43,10 @@ class DataConfig:
     normalise: str = "range"  # none | fixed | range (min/max of the training data)
     norm_range: list[float] = field(default_factory=lambda: [-10.0, 10.0])  # for 'fixed'
     test_path: str = ""  # held-out archive when source=archive/video
+    lr_path: str = ""  # paired training: the coarse run of the flow in data.path, whose frames are the inputs (no degradation)
+    lr_var: str = ""  # its variable ('' : data.var)
+    lr_vars: list[str] = field(default_factory=list)  # its variables, in the order of data.vars ([] : data.vars)
+    lr_test_path: str = ""  # the coarse run of the held-out data.test_path
     select: dict = field(default_factory=dict)  # NetCDF extra dimensions by coordinate value, e.g. {level: 500}
     isel: dict = field(default_factory=dict)  # ... or by index, e.g. {member: 0}
     crop: str = "centre"  # frames not divisible by the scale are cropped to the largest divisible size: centre | origin
@@ -51,7 +55,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DegradeConfig:
-    method: str = "bicubic"  # bicubic | blur | block_mean | point
+    method: str = "bicubic"  # bicubic | blur | block_mean | point; 'paired' (set from data.lr_path: the inputs are a coarse run)
     scale: int = 2
     blur_sigma: float = 1.6
     constrain: bool = False  # a final layer makes every output degrade back to its input exactly (block_mean: mass conserved)
@@ -135,7 +139,7 @@ CHOICES = {
     "data.source": ("swe", "phantom", "archive", "video"),
     "data.normalise": ("none", "fixed", "range"),
     "data.crop": ("centre", "origin"),
-    "degrade.method": ("bicubic", "blur", "block_mean", "point"),
+    "degrade.method": ("bicubic", "blur", "block_mean", "point", "paired"),
     "degrade.scale": (2, 3, 4, 8),
     "train2d.schedule": ("none", "cosine", "step"),
     "train3d.schedule": ("none", "cosine", "step"),
@@ -351,6 +355,7 @@ def validate(cfg: Config) -> None:
         raise UserError(f"windows.size must be odd and >= 3, got {cfg.windows.size}")
     if cfg.data.normalise == "fixed" and (len(cfg.data.norm_range) != 2 or cfg.data.norm_range[0] >= cfg.data.norm_range[1]):
         raise UserError(f"data.norm_range must be [low, high] with low < high, got {cfg.data.norm_range}")
+    _check_pairs(cfg)
     names = variables(cfg)
     if len(set(names)) != len(names) or not all(names):
         raise UserError(f"data.vars must name distinct variables, got {list(cfg.data.vars)}")
@@ -366,6 +371,38 @@ def validate(cfg: Config) -> None:
                         "(write the data as CF NetCDF, e.g. python -m hpcvsr.data swe --out F.nc, and use data.source: archive)")
     if (st.path or c.location_channels) and cfg.data.source not in ("archive", "swe", "phantom"):
         raise UserError(f"place conditioning (data.static, condition.location_channels) needs a fixed grid; data.source '{cfg.data.source}' is not one")
+
+
+def _check_pairs(cfg: Config) -> None:
+    d, g = cfg.data, cfg.degrade
+    if not d.lr_path:
+        if g.method == "paired" or d.lr_test_path or d.lr_var or d.lr_vars:
+            raise UserError("degrade.method: paired, data.lr_test_path, data.lr_var and data.lr_vars need data.lr_path (the coarse run)")
+        return
+    if d.source != "archive":
+        raise UserError(f"data.lr_path (paired training) needs data.source: archive, got '{d.source}'")
+    if bool(d.test_path) != bool(d.lr_test_path):
+        raise UserError("data.test_path and data.lr_test_path name the held-out pair together (give both, or neither to hold out "
+                        "the trailing frames of both runs)")
+    if d.lr_var and d.lr_vars:
+        raise UserError("give data.lr_var (one variable) or data.lr_vars (several), not both")
+    if len(lr_variables(cfg)) != len(variables(cfg)):
+        raise UserError(f"data.lr_vars {list(d.lr_vars)} must name as many variables as data.vars {list(variables(cfg))}")
+    if g.constrain:
+        raise UserError("degrade.constrain with paired training (data.lr_path) is refused: a coarse run is not a degradation of the fine "
+                        "one (its cells drift away from the block means of the fine run), so making every output degrade back to its input "
+                        "would impose a relation the two runs do not have")
+
+
+def paired(cfg: Config) -> bool:
+    """Whether the inputs are a coarse run (data.lr_path) rather than degraded frames."""
+    return bool(cfg.data.lr_path)
+
+
+def lr_variables(cfg: Config) -> tuple:
+    """The coarse run's variables, one per variable of :func:`variables`."""
+    d = cfg.data
+    return tuple(d.lr_vars) or ((d.lr_var,) if d.lr_var else variables(cfg))
 
 
 def variables(cfg: Config) -> tuple:

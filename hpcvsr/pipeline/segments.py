@@ -56,6 +56,11 @@ def frame_crop(where: str, height: int, width: int, scale: int, mode: str) -> tu
     return (rows if rows != (0, height) else ()), (cols if cols != (0, width) else ())
 
 
+def _paired(cfg, seg: bl.Segment, lr_path: str) -> bl.Segment:
+    """``seg`` reading its inputs from the coarse run ``lr_path`` (checked by :mod:`hpcvsr.pipeline.pairs`)."""
+    return replace(seg, lr_path=lr_path, lr_vars=config_mod.lr_variables(cfg)) if lr_path else seg
+
+
 def check_inputs(cfg) -> None:
     """Open the configured archives' headers (variables, selection, sizes, time coordinate, static
     covariates and their grid): errors before anything is created."""
@@ -208,9 +213,9 @@ def segments(cfg, env, data_dir: str, kind) -> tuple[list, list, list]:
             if d.test_path:
                 test_path = os.path.join(data_dir, "video_test.h5")
                 _ensure(test_path, lambda: sources.video(d.test_path), env)
-        whole = file_segment(cfg, path, var, extra=extra)
+        whole = _paired(cfg, file_segment(cfg, path, var, extra=extra), d.lr_path)
         if test_path:
-            test = [file_segment(cfg, test_path, var, name="held-out file", extra=extra)]
+            test = [_paired(cfg, file_segment(cfg, test_path, var, name="held-out file", extra=extra), d.lr_test_path)]
             train_files = [whole]
         else:  # hold out the trailing frames of the one file
             (_, cut), _ = win.split_train_val(whole.stop, d.val_fraction)

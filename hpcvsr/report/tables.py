@@ -32,6 +32,18 @@ def test_table(test: dict, units: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def lead_time_table(test: dict, units: str = "") -> str:
+    """PSNR and RMSE over the first, middle and last third of the held-out frames, and the HF energy ratio."""
+    head = ["method", "PSNR 1st third", "PSNR 2nd third", "PSNR last third", f"RMSE 1st third ({units or 'phys'})",
+            f"RMSE 2nd third ({units or 'phys'})", f"RMSE last third ({units or 'phys'})", "HF energy SR/HR"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in [m for m in METHOD_ORDER if m in test] + [m for m in test if m not in METHOD_ORDER]:
+        thirds = test[m].get("lead_time") or [{}] * 3
+        lines.append(f"| {m} | " + " | ".join([_fmt(t.get("psnr"), "psnr") for t in thirds] + [_fmt(t.get("rmse_phys"), "rmse_phys") for t in thirds]
+                                              + [_fmt(test[m].get("hf_energy_ratio"), "hf_energy_ratio")]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 SMALL_GAIN_DB = 0.05  # a trained stage that gains less than this on validation is reported as not helping
 
 

@@ -66,8 +66,7 @@ def train(config=None, run_dir: str = "runs/quickstart", *, overrides=None) -> i
     if isinstance(config, config_mod.Config):
         if overrides:
             raise UserError("overrides apply to a configuration file or preset; change a Config with dataclasses.replace")
-        build.check(config)
-        cfg = config
+        cfg = build.checked(config)
     else:
         cfg = build.load_config(config, overrides or ())
     return dist.launch(cfg, lambda env: run_or_stop(cfg, env, run_dir))
@@ -104,6 +103,13 @@ def conditioning_spec(cfg, train_segs: list, blocks: list) -> tuple[dict | None,
     return spec, static, info
 
 
+def inputs_text(cfg) -> str:
+    """What the networks read, for logs and tables: the degradation, or the coarse run of a pair."""
+    if config_mod.paired(cfg):
+        return f"paired (no degradation: the inputs are the coarse run {cfg.data.lr_path})"
+    return cfg.degrade.method
+
+
 def clip_centres(t3, net, env: dist.DistEnv) -> int:
     """Centre frames per training clip: ``train3d.centres`` for a bare 3D network with per-frame
     features (one variable, no conditioning or constraint around it), reduced to a divisor of the
@@ -132,7 +138,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     env.barrier()
     cfg_dict = config_mod.to_dict(cfg)
     scale, pipe, kind = cfg.degrade.scale, cfg.pipeline, kinds.kind(cfg.pipeline)
-    log.info("hpcvsr %s pipeline, x%d %s, %d rank(s) on %s, run dir %s", pipe, scale, cfg.degrade.method, env.world, env.device, run_dir)
+    log.info("hpcvsr %s pipeline, x%d %s, %d rank(s) on %s, run dir %s", pipe, scale, inputs_text(cfg), env.world, env.device, run_dir)
 
     # --- data: every rank reads its own block (+ halo) of every segment -------------------------
     train_segs, val_segs, test_segs = sg.segments(cfg, env, os.path.join(run_dir, "data"), kind)
@@ -152,7 +158,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     frame_h, frame_w = (min(b.hr.shape[d] for b in train_b + val_b) for d in (-2, -1))
     # mirrored patches only for degradations that commute with flips, and for one variable: a mirror
     # reverses the sign of a velocity component but not of a scalar, so it breaks relations between variables
-    flips = cfg.degrade.method in ("bicubic", "block_mean") and len(names) == 1
+    flips = cfg.degrade.method in ("bicubic", "block_mean") and len(names) == 1  # not 'paired': a solver's coarse run need not mirror
     patches = {}
 
     def fitted(stage: str, requested: int, minimum: int = 8) -> int:
@@ -200,7 +206,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         net.eval()
         methods[pipe] = Method(lambda x, where: cond.run(net, x, where), window=window, source=source, crop=crop)
     test, per_frame = evaluate_methods(methods, test_b, crop=crop, norms=norms, scale=scale, env=env,  # {variable: {method: ...}}
-                                       degradation=(cfg.degrade.method, scale, cfg.degrade.blur_sigma))
+                                       degradation=None if config_mod.paired(cfg) else (cfg.degrade.method, scale, cfg.degrade.blur_sigma))
     final_net = net if net is not None else model2d
     fingerprint = checkpoint.state_hash(final_net.state_dict())
     log.info("rank %d final parameters sha256 %s", env.rank, fingerprint)
@@ -226,12 +232,13 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
             "history": histories, "stage_notes": notes, "seconds": time.time() - t0,
         }
         write_json(os.path.join(run_dir, "metrics.json"), out)
-        text = [f"# hpcvsr run: {pipe}, x{scale} {cfg.degrade.method}, {env.world} rank(s)\n"]
+        text = [f"# hpcvsr run: {pipe}, x{scale} {inputs_text(cfg)}, {env.world} rank(s)\n"]
         for v, n in zip(names, norms):
             text += [("" if one else f"\n## variable {v}\n"),
                      f"Held-out test ({', '.join(s.name for s in test_segs)}), all methods on the same crop ({crop} px border removed); "
                      f"PSNR/SSIM on {'data' if one else v} normalised to [{n.lo:.4g}, {n.hi:.4g}] {n.units}, RMSE in {n.units or 'physical units'}.\n",
-                     report.test_table(test[v], n.units)]
+                     report.test_table(test[v], n.units),
+                     "\nBy lead time (a coarse run drifts from the fine one as time goes on):\n\n", report.lead_time_table(test[v], n.units)]
         for stage, hist in histories.items():
             text += [f"\n## stage {stage}: initial vs final (validation = trailing {cfg.data.val_fraction:.0%} of each training sequence)\n",
                      report.stage_table(hist)] + ([f"\n**Note:** {notes[stage]}.\n"] if notes.get(stage) else [])
