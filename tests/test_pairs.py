@@ -76,6 +76,9 @@ def test_paired_training_reads_the_coarse_run_and_applies_no_degradation(pair, p
     reads = json.load(open(paired_run / "logs" / "reads_rank0.json"))
     assert {os.path.basename(r["file"]) for r in reads} >= {"fine.nc", "coarse.nc", "fine_test.nc", "coarse_test.nc"}
     assert "no degradation: the inputs are the coarse run coarse.nc" in open(paired_run / "table.md").read()
+    # the statistical baseline: the coarse run quantile-mapped (xsdba) onto the fine run's statistics, then bicubic
+    qm, bicubic = m["metrics"]["test"]["qm_bicubic"], m["metrics"]["test"]["bicubic"]
+    assert np.isfinite(qm["psnr"]) and qm["psnr"] != bicubic["psnr"] and len(qm["lead_time"]) == 3
     # the bicubic row is the coarse run's own upscale, which differs from bicubic of the degraded fine run
     deg = run_cli("hpcvsr.train", "--run-dir", "D", *sets(data__source="archive", data__path="fine.nc", data__test_path="fine_test.nc",
                                                          degrade__method="block_mean"), *TINY, cwd=pair)

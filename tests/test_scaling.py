@@ -9,10 +9,12 @@ import re
 import shlex
 
 import pytest
+import torch
 
+from hpcvsr.cli import scaling as scaling_cli
 from hpcvsr.errors import UserError
+from hpcvsr.perf import calibration, scaling, scaling_report, timing
 from hpcvsr.perf import perfmodel as pm
-from hpcvsr.perf import scaling
 
 from .conftest import ROOT, mpi_env, mpirun_cmd, run_cli
 
@@ -23,7 +25,7 @@ TINY = ["--set", "data.frames=24", "--set", "data.size=[32,32]", "--set", "train
 
 
 def test_doctests():
-    for mod in (pm, scaling):
+    for mod in (pm, scaling, timing, calibration, scaling_report):
         assert doctest.testmod(mod).failed == 0
 
 
@@ -68,12 +70,12 @@ def test_two_rank_sweep_writes_every_field_and_a_breakdown_that_adds_up(tmp_path
     studies = {(r["workload"], r["mode"], r["ranks"]) for r in res["studies"]}
     assert studies == {(w, m, n) for w in scaling.WORKLOADS for m in scaling.MODES for n in (1, 2)}
     for r in res["studies"]:
-        for q in scaling.QUANTITIES:
+        for q in timing.QUANTITIES:
             t = r["time_s"][q]
             assert set(t) == {"min", "mean", "max"} and 0 <= t["min"] <= t["mean"] <= t["max"], (r["workload"], q, t)
         for key in ("per_rank", "global", "steps", "step_s", "t_s", "other_s", "allreduce_bytes", "efficiency", "model", "flops_per_sample"):
             assert key in r, key
-        parts = sum(r["time_s"][q]["mean"] for q in scaling.PARTS)
+        parts = sum(r["time_s"][q]["mean"] for q in timing.PARTS)
         assert abs(parts / r["step_s"] - 1) < 0.10, (r["workload"], r["mode"], r["ranks"], parts, r["step_s"])
         assert r["efficiency"] > 0 and r["model"]["t_s"] > 0
         if r["workload"] == "infer":
@@ -206,7 +208,7 @@ def test_job_scripts_name_existing_files_and_valid_options(script, launcher):
             assert all(re.fullmatch(r"-[-\w]+(=\S+)?|\d+", t) for t in prefix[1:]), prefix
         if launcher == "jsrun" and prefix:
             assert prefix[0] == "jsrun" and {"--nrs", "--tasks_per_rs", "--gpu_per_rs"} <= set(prefix), prefix
-        ns = scaling.parser().parse_args(args)  # the job does not drift from the parser
+        ns = scaling_cli.parser().parse_args(args)  # the job does not drift from the parser
         if ns.report:
             assert os.path.isfile(ns.this_machine)
         else:
@@ -238,23 +240,23 @@ def test_machine_files_load_and_unknown_keys_are_refused(tmp_path):
 
 
 def test_would_wait_by_hand():
-    rows = scaling.torch.zeros(3, 2, len(scaling.QUANTITIES))
+    rows = torch.zeros(3, 2, len(timing.QUANTITIES))
     # step 0: the ranks arrive after 1, 2 and 4 s; step 1: the third rank had no work (left out)
     rows[:, 0, 0] = scaling.torch.tensor([1.0, 2.0, 4.0])
     rows[:, 1, 0] = scaling.torch.tensor([5.0, 5.0, 0.0])
     # a barrier of 0.5 s: the first waits 4 + 0.5 - 1 = 3.5 s, the second 2.5 s, the last max(0, 2 + 0.5 - 4) = 0;
     # 2 s on average, 1.5 s more than the barrier alone, over a mean of 7/3 s
-    assert math.isclose(scaling.would_wait(rows, barrier_s=0.5), 1.5 / (7 / 3))
+    assert math.isclose(timing.would_wait(rows, barrier_s=0.5), 1.5 / (7 / 3))
     # equal arrivals wait for nothing but the barrier
-    same = scaling.torch.zeros(2, 3, len(scaling.QUANTITIES))
+    same = torch.zeros(2, 3, len(timing.QUANTITIES))
     same[:, :, 0] = 1.0
-    assert scaling.would_wait(same, barrier_s=0.5) == 0.0
+    assert timing.would_wait(same, barrier_s=0.5) == 0.0
     # the model at the measured rank count gives back that waiting (plus the barrier), at other counts it scales with expected_max
     rec1 = {"time_s": {q: {"mean": v} for q, v in (("compute", 0.04), ("compute_cpu", 0.04), ("data", 0.004), ("write", 0.0))},
             "per_rank": 4, "unit": "sample", "allreduce_bytes": 1e6}
     busy = {q: {"mean": v} for q, v in (("compute", 0.05), ("compute_cpu", 0.05), ("data", 0.006), ("write", 0.0))}
     loaded = {**rec1, "ranks": 2, "loaded": {"ranks": 2, "wait_fraction": 0.1, "jitter_fraction": 0.05, "time_s": busy}}
-    w = scaling.workload_from(rec1, loaded=loaded)
+    w = calibration.workload_from(rec1, loaded=loaded)
     m = pm.Machine("here", ranks_per_node=4, max_nodes=1, intra_latency_us=10, intra_bandwidth_GBps=1, inter_latency_us=10,
                    inter_bandwidth_GBps=1, calibrate_jitter=True)
     assert math.isclose(pm.step_time(w, 4, 2, m, barrier_s=0.002)["wait"], 0.1 * 0.056 + 0.002)

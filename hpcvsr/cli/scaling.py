@@ -10,7 +10,8 @@ from hpcvsr import dist
 from hpcvsr.errors import UserError, cli, run_child
 from hpcvsr.perf import perfmodel as pm
 from hpcvsr.perf import scaling as lib
-from hpcvsr.perf.scaling import DEFAULT_MACHINES, LR_RULES, THIS_MACHINE, measure, report
+from hpcvsr.perf.scaling import DEFAULT_MACHINES, LR_RULES, THIS_MACHINE, measure
+from hpcvsr.perf.scaling_report import report
 from hpcvsr.pipeline import build
 from hpcvsr.pipeline import config as config_mod
 

@@ -118,6 +118,7 @@ class Block:
     sr2d: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     times: torch.Tensor | None = None
+    qm: torch.Tensor | None = None  # paired: ``lr`` bias-corrected by quantile mapping (the statistical baseline)
 
     def target(self, index) -> torch.Tensor:
         """HR frames (or patches) ``self.hr[index]`` with NaN where values are missing."""
@@ -145,8 +146,8 @@ class Block:
         return win.local_window_indices(centres, self.segment.n, self.read[0], self.read[1], size, self.pad)
 
     def buffer(self, source: str) -> torch.Tensor:
-        """The frames a model reads: 'lr', 'bicubic' or 'sr2d'."""
-        buf = {"lr": self.lr, "bicubic": self.bicubic, "sr2d": self.sr2d}[source]
+        """The frames a model reads: 'lr', 'bicubic', 'sr2d' (or 'qm', the quantile-mapped 'lr')."""
+        buf = {"lr": self.lr, "bicubic": self.bicubic, "sr2d": self.sr2d, "qm": self.qm}[source]
         if buf is None:
             raise RuntimeError(f"block buffer '{source}' was not prepared")  # programming error
         return buf

@@ -9,7 +9,7 @@ import numpy as np
 from hpcvsr.io.atomic import atomic_path
 from hpcvsr.pipeline.kinds import KINDS
 
-METHOD_ORDER = ("bicubic", *KINDS)  # bicubic, 2d, then every pipeline kind
+METHOD_ORDER = ("bicubic", "qm_bicubic", *KINDS)  # bicubic, the quantile-mapping baseline of pairs, 2d, then every pipeline kind
 
 
 def _fmt(v, key):

@@ -32,7 +32,7 @@ from hpcvsr.pipeline import build, kinds
 from hpcvsr.pipeline import config as config_mod
 from hpcvsr.pipeline import segments as sg
 from hpcvsr.report import tables as report
-from hpcvsr.training import trainer
+from hpcvsr.training import baselines, trainer
 from hpcvsr.training.compare import Method, evaluate_methods
 from hpcvsr.training.patches import PatchTask, prepare_inputs, window_frames
 
@@ -205,6 +205,12 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     if net is not None:
         net.eval()
         methods[pipe] = Method(lambda x, where: cond.run(net, x, where), window=window, source=source, crop=crop)
+    if config_mod.paired(cfg):  # the statistical baseline climate users know: quantile mapping of the coarse run, then bicubic
+        if baselines.quantile_mapped(train_segs, test_b, norms, scale=scale):
+            methods = {"bicubic": methods["bicubic"], baselines.QM_METHOD: Method(lambda x, where: dg.upscale(x, scale), source="qm"),
+                       **{k: v for k, v in methods.items() if k != "bicubic"}}
+        else:
+            log.warning("the quantile-mapping baseline needs xsdba (pip install 'hpcvsr[baselines]'): its row is left out")
     test, per_frame = evaluate_methods(methods, test_b, crop=crop, norms=norms, scale=scale, env=env,  # {variable: {method: ...}}
                                        degradation=None if config_mod.paired(cfg) else (cfg.degrade.method, scale, cfg.degrade.blur_sigma))
     final_net = net if net is not None else model2d
@@ -232,35 +238,47 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
             "history": histories, "stage_notes": notes, "seconds": time.time() - t0,
         }
         write_json(os.path.join(run_dir, "metrics.json"), out)
-        text = [f"# hpcvsr run: {pipe}, x{scale} {inputs_text(cfg)}, {env.world} rank(s)\n"]
-        for v, n in zip(names, norms):
-            text += [("" if one else f"\n## variable {v}\n"),
-                     f"Held-out test ({', '.join(s.name for s in test_segs)}), all methods on the same crop ({crop} px border removed); "
-                     f"PSNR/SSIM on {'data' if one else v} normalised to [{n.lo:.4g}, {n.hi:.4g}] {n.units}, RMSE in {n.units or 'physical units'}.\n",
-                     report.test_table(test[v], n.units),
-                     "\nBy lead time (a coarse run drifts from the fine one as time goes on):\n\n", report.lead_time_table(test[v], n.units)]
-        for stage, hist in histories.items():
-            text += [f"\n## stage {stage}: initial vs final (validation = trailing {cfg.data.val_fraction:.0%} of each training sequence)\n",
-                     report.stage_table(hist)] + ([f"\n**Note:** {notes[stage]}.\n"] if notes.get(stage) else [])
-        text.append(f"\nwall time {time.time() - t0:.0f} s\n")
-        write_text(os.path.join(run_dir, "table.md"), "".join(text))
-        # figures: middle frame of the held-out sequence (crop applied to every panel)
-        b = test_b[0]
-        t = b.own[0] + b.n_own // 2
-        lr_x, hr_y, where = window_frames(b, [t])
-        with torch.no_grad():
-            panels = {"LR": lr_x[0, 0].cpu().numpy(), "bicubic": shave(dg.upscale(lr_x, scale)[0, 0], crop).cpu().numpy(),
-                      "2D": shave(cond.run(model2d, lr_x, where)[0, 0], crop).cpu().numpy()}
-            if net is not None:
-                xin, _, where = window_frames(b, [t], source=source, window=window)
-                panels[pipe] = cond.run(net, xin, where)[0, 0].cpu().numpy()
-        hr_c = shave(hr_y[0, 0], crop).cpu().numpy()
-        panels["HR"] = hr_c
-        best = list(panels)[-2]
-        panels[f"|error| {best}"] = abs(panels[best] - hr_c)
+        write_table(os.path.join(run_dir, "table.md"), cfg, ranks=env.world, names=names, norms=norms, test=test, test_segs=test_segs, crop=crop,
+                    histories=histories, notes=notes, seconds=time.time() - t0)
+        panels = comparison_panels(test_b[0], scale=scale, crop=crop, model2d=model2d, net=net, name=pipe, source=source, window=window)
         report.figures(run_dir, panels, per_frame[names[0]], histories)
         for v, n in zip(names, norms):
             print(("" if one else f"{v}:\n") + report.test_table(test[v], n.units), end="")
         log.info("done in %.0f s: %s", time.time() - t0, os.path.join(run_dir, "table.md"))
     env.barrier()
     return 0
+
+
+def write_table(path: str, cfg, *, ranks: int, names, norms, test: dict, test_segs: list, crop: int, histories: dict, notes: dict,
+                seconds: float) -> None:
+    """``table.md``: the held-out comparison of every variable (also by lead time), then each stage's initial vs final."""
+    pipe, scale, one = cfg.pipeline, cfg.degrade.scale, len(names) == 1
+    text = [f"# hpcvsr run: {pipe}, x{scale} {inputs_text(cfg)}, {ranks} rank(s)\n"]
+    for v, n in zip(names, norms):
+        text += [("" if one else f"\n## variable {v}\n"),
+                 f"Held-out test ({', '.join(s.name for s in test_segs)}), all methods on the same crop ({crop} px border removed); "
+                 f"PSNR/SSIM on {'data' if one else v} normalised to [{n.lo:.4g}, {n.hi:.4g}] {n.units}, RMSE in {n.units or 'physical units'}.\n",
+                 report.test_table(test[v], n.units),
+                 "\nBy lead time (a coarse run drifts from the fine one as time goes on):\n\n", report.lead_time_table(test[v], n.units)]
+    for stage, hist in histories.items():
+        text += [f"\n## stage {stage}: initial vs final (validation = trailing {cfg.data.val_fraction:.0%} of each training sequence)\n",
+                 report.stage_table(hist)] + ([f"\n**Note:** {notes[stage]}.\n"] if notes.get(stage) else [])
+    text.append(f"\nwall time {seconds:.0f} s\n")
+    write_text(path, "".join(text))
+
+
+def comparison_panels(b, *, scale: int, crop: int, model2d, net, name: str, source: str, window: int) -> dict:
+    """The comparison figure's panels: the middle frame of held-out block ``b`` (crop applied to every panel)."""
+    t = b.own[0] + b.n_own // 2
+    lr_x, hr_y, where = window_frames(b, [t])
+    with torch.no_grad():
+        panels = {"LR": lr_x[0, 0].cpu().numpy(), "bicubic": shave(dg.upscale(lr_x, scale)[0, 0], crop).cpu().numpy(),
+                  "2D": shave(cond.run(model2d, lr_x, where)[0, 0], crop).cpu().numpy()}
+        if net is not None:
+            xin, _, where = window_frames(b, [t], source=source, window=window)
+            panels[name] = cond.run(net, xin, where)[0, 0].cpu().numpy()
+    hr_c = shave(hr_y[0, 0], crop).cpu().numpy()
+    panels["HR"] = hr_c
+    best = list(panels)[-2]
+    panels[f"|error| {best}"] = abs(panels[best] - hr_c)
+    return panels
