@@ -8,11 +8,13 @@ run looks like next to the fine one), so that they differ from any degradation o
 import json
 import os
 import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
-from .conftest import TINY, assert_user_error, mpi_env, mpirun_cmd, run_cli, sets, swe_file
+from .conftest import ROOT, TINY, assert_user_error, mpi_env, mpirun_cmd, run_cli, sets, swe_file
 
 xr = pytest.importorskip("xarray")
 
@@ -23,13 +25,13 @@ def coarse_of(fine: str, out: str, *, scale: int = 2, frames: int | None = None,
               size: tuple | None = None) -> str:
     """A coarse run of the flow in ``fine``: block means plus a drift that grows with the frame index, on the nested grid."""
     with xr.open_dataset(fine) as ds:
-        ds = ds[["h"]].load()
+        ds = ds[["h", "u"]].load()
     c = ds.coarsen(y=scale, x=scale).mean()
-    for k in ("h",):
-        c[k].attrs = ds[k].attrs
     t = np.arange(c.sizes["time"], dtype=np.float32)[:, None, None]
     yy, xx = np.meshgrid(np.linspace(0, 2 * np.pi, c.sizes["y"]), np.linspace(0, 2 * np.pi, c.sizes["x"]), indexing="ij")
-    c["h"] = c["h"] + 0.002 * t * np.sin(yy + 0.3 * t) * np.cos(xx)  # the coarse solver drifts from the fine run
+    for k, amp in (("h", 0.002), ("u", 0.01)):
+        c[k] = c[k] + amp * t * np.sin(yy + 0.3 * t) * np.cos(xx)  # the coarse solver drifts from the fine run
+        c[k].attrs = ds[k].attrs
     for d in ("x", "y"):
         c[d].attrs = ds[d].attrs
     if shift_x:
@@ -110,9 +112,27 @@ def test_mismatched_pairs_are_refused_before_any_output(pair):
 
 def test_paired_inference_with_a_reference_and_tiles(pair, paired_run):
     base = ["hpcvsr.infer", "--run-dir", "P", "--input", "coarse_test.nc", "--var", "h", "--reference", "fine_test.nc", "--set", "threads=1"]
-    whole = run_cli(*base, "--output", "sr.nc", cwd=pair)
+    whole = run_cli(*base, "--output", "sr.nc", "--stats", "stats.json", cwd=pair)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "global metrics: " in whole.stdout
+    # the Python API on the same pair: the same frames and the same metrics against the fine run as it is
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import json, torch, hpcvsr, numpy as np, xarray as xr
+        torch.set_num_threads(1)
+        sr = hpcvsr.load("P")
+        out = sr(xr.open_dataset("coarse_test.nc")["h"])
+        assert np.array_equal(out.values, xr.open_dataset("sr.nc")["h"].values)
+        print("JSON", json.dumps(hpcvsr.metrics(out, xr.open_dataset("fine_test.nc")["h"])))
+        try:
+            sr.degrade(xr.open_dataset("fine_test.nc")["h"])
+        except hpcvsr.UserError as exc:
+            print("DEGRADE", exc)
+    """)], cwd=pair, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    api, cmd = json.loads(proc.stdout.split("JSON ", 1)[1].splitlines()[0]), json.load(open(pair / "stats.json"))["metrics"]
+    for k, v in cmd.items():
+        assert api[k] == pytest.approx(v, rel=1e-4, abs=1e-7), k
+    assert "DEGRADE " in proc.stdout and "trained on pairs" in proc.stdout
     tiled = run_cli(*base, "--output", "sr_tiled.nc", "--set", "infer.tile=32", "--set", "infer.tile_halo=8", cwd=pair)
     assert tiled.returncode == 0, tiled.stderr[-3000:]
     with xr.open_dataset(pair / "sr.nc") as a, xr.open_dataset(pair / "sr_tiled.nc") as b, xr.open_dataset(pair / "fine_test.nc") as f:
@@ -144,3 +164,23 @@ def test_one_and_two_rank_paired_training_agree(pair, paired_run):
     one, two = (json.load(open(pair / d / "metrics.json"))["metrics"]["test"] for d in ("P", "P2"))
     for method in ("bicubic", "2d", "2d_3d"):
         assert abs(one[method]["psnr"] - two[method]["psnr"]) < 0.05, (method, one[method]["psnr"], two[method]["psnr"])
+
+
+def test_paired_several_variables_with_place_and_time(pair):
+    """Two variables (the coarse run's named by data.lr_vars), learned location channels and time features."""
+    with xr.open_dataset(pair / "coarse.nc") as c:
+        c.rename(h="h_coarse", u="u_coarse").to_netcdf(pair / "coarse_renamed.nc")
+    with xr.open_dataset(pair / "coarse_test.nc") as c:
+        c.rename(h="h_coarse", u="u_coarse").to_netcdf(pair / "coarse_test_renamed.nc")
+    proc = run_cli("hpcvsr.train", "--config", "fixed_domain", "--run-dir", "V", *PAIRED, "--set", "data.vars=[h, u]",
+                   "--set", "data.lr_vars=[h_coarse, u_coarse]", "--set", "data.lr_path=coarse_renamed.nc",
+                   "--set", "data.lr_test_path=coarse_test_renamed.nc", *TINY, cwd=pair)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.load(open(pair / "V" / "metrics.json"))
+    assert m["degrade"] == "paired" and set(m["metrics"]["test"]) == {"h", "u"}
+    for v in ("h", "u"):
+        assert {"bicubic", "qm_bicubic", "2d", "2d_3d"} <= set(m["metrics"]["test"][v])
+    proc = run_cli("hpcvsr.infer", "--run-dir", "V", "--input", "coarse_test_renamed.nc", "--var", "h_coarse,u_coarse",
+                   "--reference", "fine_test.nc", "--ref-var", "h,u", "--output", "v.nc", cwd=pair)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "psnr_h" in proc.stdout and "psnr_u" in proc.stdout
