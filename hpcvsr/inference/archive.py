@@ -32,7 +32,6 @@ from hpcvsr.io import h5out, lock
 from hpcvsr.io.atomic import check_space, check_writable, write_json
 from hpcvsr.io.ncout import write_cf
 from hpcvsr.io.sequences import NETCDF_EXTENSIONS, MultiArchive
-from hpcvsr.ops import degrade as dg
 from hpcvsr.ops import metrics
 from hpcvsr.ops import windows as win
 from hpcvsr.pipeline import build
@@ -207,16 +206,15 @@ def _run(job: Job, cfg, env, held: contextlib.ExitStack) -> int:
 
 def _hr_axes(arc, rows, cols, *, degraded: bool, pred) -> dict:
     """{"y", "x"}: 1D coordinates of the high-resolution grid the output lies on ({} when the input has none)."""
-    from hpcvsr.io.cf import fine_grid, fine_positions
+    from hpcvsr.io.cf import fine_grid
     from hpcvsr.pipeline.segments import grid_axes_of
 
     if not hasattr(arc, "grid"):
         return {}
     grid = arc.grid(rows, cols)
     if not degraded:
-        centred = dg.CENTRED[pred.degrade]
         h, w = (len(range(*sl.indices(n))) if sl else n for sl, n in ((rows, arc.shape[1]), (cols, arc.shape[2])))
-        grid = fine_grid(grid, fine_positions(h, pred.scale, centred=centred), fine_positions(w, pred.scale, centred=centred))
+        grid = fine_grid(grid, *pred.output_positions(h, w, crop=False))
     return grid_axes_of(grid)
 
 
@@ -233,10 +231,10 @@ def _publish_netcdf(job: Job, arcs, h5_path: str, *, names: list, pred, rows, co
     """Rank 0: the finished HDF5 output as a CF NetCDF file on the input's grid or its finer grid, then removed."""
     import h5py
 
-    from hpcvsr.io.cf import fine_grid, fine_positions
+    from hpcvsr.io.cf import fine_grid
 
     arc = arcs.first
-    T, s, c = len(arc), pred.scale, pred.crop
+    T, c = len(arc), pred.crop
     meta = arc.describe(rows, cols)
     metas = [meta] + [a.describe(rows, cols) for a in arcs.parts[1:]]
     for m, n in zip(metas, pred.norms):
@@ -249,9 +247,7 @@ def _publish_netcdf(job: Job, arcs, h5_path: str, *, names: list, pred, rows, co
         if job.degrade:  # the input's own grid (cropped as the data were), less the model's border
             pos_y, pos_x = np.arange(c, c + ny, dtype=np.float64), np.arange(c, c + nx, dtype=np.float64)
         else:  # the finer grid, with low-resolution pixels placed as the degradation places them
-            centred = dg.CENTRED[pred.degrade]
-            pos_y = fine_positions(arc.shape[1], s, centred=centred)[c : c + ny]
-            pos_x = fine_positions(arc.shape[2], s, centred=centred)[c : c + nx]
+            pos_y, pos_x = pred.output_positions(arc.shape[1], arc.shape[2])
         fills = [m.get("fill_value") if m.get("missing_possible") else None for m in metas]
         frame_metrics = {}
         for n in ("psnr", "ssim"):

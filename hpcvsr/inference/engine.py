@@ -17,7 +17,7 @@ import torch
 
 from hpcvsr.data.blocks import Normaliser, fill_missing, unit
 from hpcvsr.errors import UserError
-from hpcvsr.io import checkpoint
+from hpcvsr.io import cf, checkpoint
 from hpcvsr.models import VSR3D, from_entry
 from hpcvsr.models.conditioning import Where, run
 from hpcvsr.models.inputs import model_input
@@ -71,6 +71,14 @@ class Predictor:
         self.consistency = None if self.crop or self.degrade == "paired" else (self.degrade, self.scale, self.sigma)
         if tile and tile_halo * self.scale < self.crop:
             raise UserError(f"infer.tile_halo={tile_halo} LR pixels is smaller than the model's {self.crop}-pixel border crop")
+
+    def output_positions(self, h: int, w: int, *, crop: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Where the output's rows and columns lie on an ``h`` x ``w`` low-resolution grid, in its index
+        units: low-resolution pixels placed as the degradation places them, less the model's border
+        (``crop``); what the NetCDF writer and the :class:`~hpcvsr.inference.resolver.SuperResolver`
+        give the fine grid's coordinates from (:func:`hpcvsr.io.cf.fine_grid`)."""
+        s, c, centred = self.scale, self.crop if crop else 0, dg.CENTRED[self.degrade]
+        return (cf.fine_positions(h, s, centred=centred)[c : h * s - c], cf.fine_positions(w, s, centred=centred)[c : w * s - c])
 
     def check_grid(self, where: str, shape: tuple, axes: dict) -> None:
         """Refuse a high-resolution grid (``shape``, 1D ``axes`` {"y", "x"}) other than the one the

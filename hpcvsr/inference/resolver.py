@@ -255,11 +255,7 @@ class SuperResolver(torch.nn.Module):
     def _fine_grid(self, da, ydim: str, xdim: str, crop: bool = True) -> dict:
         """The output's coordinates, as the NetCDF writer places them: low-resolution pixels where the
         degradation puts them, less the model's border (``crop``)."""
-        h, w = da.sizes[ydim], da.sizes[xdim]
-        centred, c = dg.CENTRED[self.method], self.crop if crop else 0
-        py = cf.fine_positions(h, self.scale, centred=centred)[c : h * self.scale - c]
-        px = cf.fine_positions(w, self.scale, centred=centred)[c : w * self.scale - c]
-        return cf.fine_grid(_grid(da, ydim, xdim), py, px)
+        return cf.fine_grid(_grid(da, ydim, xdim), *self.pred.output_positions(da.sizes[ydim], da.sizes[xdim], crop=crop))
 
     def _check_shape(self, what: str, shape, axes: dict) -> None:
         self.pred.check_grid(what, tuple(int(n) for n in shape), axes)
