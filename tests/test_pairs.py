@@ -156,6 +156,28 @@ def test_paired_run_starts_from_a_degradation_trained_run(pair, paired_run):
     assert "copied" in line and "fresh" not in line  # every layer of the degradation-trained 2D network
 
 
+def test_several_training_pairs(pair):
+    swe_file(pair / "fine2.nc", frames=30, size=(32, 32), seed=5)
+    coarse_of(str(pair / "fine2.nc"), str(pair / "coarse2.nc"))
+    runs = sets(data__runs="[fine2.nc]", data__lr_runs="[coarse2.nc]")
+    proc = _train(pair, "R2", *runs, "--set", "pipeline=2d")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reads = json.load(open(pair / "R2" / "logs" / "reads_rank0.json"))
+    assert {os.path.basename(r["file"]) for r in reads} >= {"fine.nc", "coarse.nc", "fine2.nc", "coarse2.nc"}
+    refused = {
+        "one coarse run per training run": sets(data__runs="[fine2.nc]", data__lr_runs="[]"),
+        "must be distinct files": sets(data__runs="[fine.nc]", data__lr_runs="[coarse.nc]"),
+    }
+    for message, extra in refused.items():
+        proc = _train(pair, "R_bad", *extra)
+        assert_user_error(proc, message)
+        assert not (pair / "R_bad").exists()
+    bad = coarse_of(str(pair / "fine2.nc"), str(pair / "bad_run2.nc"), frames=29)
+    proc = _train(pair, "R_bad", *sets(data__runs="[fine2.nc]", data__lr_runs="[bad_run2.nc]"))
+    assert_user_error(proc, "30 and 29 frames", "fine2.nc", "bad_run2.nc")
+    assert not (pair / "R_bad").exists()
+
+
 @pytest.mark.mpi
 def test_one_and_two_rank_paired_training_agree(pair, paired_run):
     proc = subprocess.run(mpirun_cmd(2, "-m", "hpcvsr.train", "--run-dir", str(pair / "P2"), *PAIRED, *TINY), cwd=pair, env=mpi_env(),

@@ -47,6 +47,11 @@ class DataConfig:
     lr_var: str = ""  # its variable ('' : data.var)
     lr_vars: list[str] = field(default_factory=list)  # its variables, in the order of data.vars ([] : data.vars)
     lr_test_path: str = ""  # the coarse run of the held-out data.test_path
+    runs: list[str] = field(default_factory=list)  # further training runs of the flow in data.path's grid, each its own sequence (like data.seeds)
+    lr_runs: list[str] = field(default_factory=list)  # their coarse runs, in the same order (paired training)
+    bounds: dict = field(default_factory=dict)  # physical bounds of variables, e.g. {precipitation: [0, null]} (default: valid_min/valid_max/valid_range)
+    time_origin: str = ""  # origin of time units without one (e.g. units 'days'): 'days since <time_origin>'
+    allow_gaps: bool = False  # many files as one archive: accept a gap in a regular time series
     select: dict = field(default_factory=dict)  # NetCDF extra dimensions by coordinate value, e.g. {level: 500}
     isel: dict = field(default_factory=dict)  # ... or by index, e.g. {member: 0}
     crop: str = "centre"  # frames not divisible by the scale are cropped to the largest divisible size: centre | origin
@@ -373,8 +378,28 @@ def validate(cfg: Config) -> None:
         raise UserError(f"place conditioning (data.static, condition.location_channels) needs a fixed grid; data.source '{cfg.data.source}' is not one")
 
 
+def _check_runs(cfg: Config) -> None:
+    d = cfg.data
+    if not d.runs:
+        if d.lr_runs:
+            raise UserError("data.lr_runs names the coarse runs of data.runs, which is empty")
+        return
+    if d.source != "archive":
+        raise UserError(f"data.runs (further training runs) needs data.source: archive, got '{d.source}'")
+    if not d.test_path:
+        raise UserError("data.runs: with several training runs, name the held-out run in data.test_path (the trailing frames "
+                        "of one run are not held out from the others' flow)")
+    if bool(d.lr_path) != bool(d.lr_runs) or (d.lr_runs and len(d.lr_runs) != len(d.runs)):
+        raise UserError(f"paired training with data.runs: data.lr_runs must name one coarse run per training run, in the same order "
+                        f"({len(d.runs)} in data.runs, {len(d.lr_runs)} in data.lr_runs{'' if d.lr_path else ', and data.lr_path is empty'})")
+    paths = [d.path, *d.runs, d.test_path]
+    if len(set(paths)) != len(paths):
+        raise UserError(f"data.path, data.runs and data.test_path must be distinct files, got {paths}")
+
+
 def _check_pairs(cfg: Config) -> None:
     d, g = cfg.data, cfg.degrade
+    _check_runs(cfg)
     if not d.lr_path:
         if g.method == "paired" or d.lr_test_path or d.lr_var or d.lr_vars:
             raise UserError("degrade.method: paired, data.lr_test_path, data.lr_var and data.lr_vars need data.lr_path (the coarse run)")

@@ -26,7 +26,7 @@ def resolve(cfg: config_mod.Config) -> config_mod.Config:
     d = cfg.data
     if not config_mod.paired(cfg):
         return cfg
-    pairs = [(d.path, d.lr_path)] + ([(d.test_path, d.lr_test_path)] if d.test_path else [])
+    pairs = [(d.path, d.lr_path), *zip(d.runs, d.lr_runs)] + ([(d.test_path, d.lr_test_path)] if d.test_path else [])
     scales = {check(cfg, fine, coarse): (fine, coarse) for fine, coarse in pairs}
     if len(scales) > 1:
         raise UserError("the training and held-out pairs have different scales: "

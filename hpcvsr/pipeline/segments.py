@@ -69,7 +69,7 @@ def check_inputs(cfg) -> None:
         if not d.path:
             raise UserError("data.path must name the input when data.source is 'archive'")
         first, *extra = config_mod.variables(cfg)
-        for path in filter(None, (d.path, d.test_path)):
+        for path in filter(None, (d.path, *d.runs, d.test_path)):
             seg = file_segment(cfg, path, first, extra=extra)
             if cfg.condition.time_features:
                 check_time(seg)
@@ -214,9 +214,11 @@ def segments(cfg, env, data_dir: str, kind) -> tuple[list, list, list]:
                 test_path = os.path.join(data_dir, "video_test.h5")
                 _ensure(test_path, lambda: sources.video(d.test_path), env)
         whole = _paired(cfg, file_segment(cfg, path, var, extra=extra), d.lr_path)
+        runs = [_paired(cfg, file_segment(cfg, p, var, name=f"training run {i + 2}", extra=extra), lr)
+                for i, (p, lr) in enumerate(zip(d.runs, d.lr_runs or [""] * len(d.runs)))]
         if test_path:
             test = [_paired(cfg, file_segment(cfg, test_path, var, name="held-out file", extra=extra), d.lr_test_path)]
-            train_files = [whole]
+            train_files = [whole, *runs]
         else:  # hold out the trailing frames of the one file
             (_, cut), _ = win.split_train_val(whole.stop, d.val_fraction)
             test = [replace(whole, start=cut, name="held-out tail")]
