@@ -10,6 +10,7 @@ The Python API (``docs/python.md``)::
     hr = xr.open_dataset("F.nc", chunks={"time": 24})["h"]
     out = sr(sr.degrade(hr))                          # lazy DataArray on the fine grid
     print(hpcvsr.metrics(out, hr))                    # the numbers hpcvsr infer --degrade prints
+    rain = hpcvsr.open_archive("frames/*.nc")["rain"]  # many files as one lazy archive, in time order
 
     cfg = hpcvsr.load_config("quickstart", overrides=["train2d.epochs=2"])
     hpcvsr.train(cfg, "runs/mine")                    # what hpcvsr train does
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 # name: (module, attribute); imported on first use, so that `import hpcvsr` stays light
 _API = {
     "load": ("hpcvsr.inference.resolver", "load"),
+    "open_archive": ("hpcvsr.io.catalog", "open_archive"),
     "SuperResolver": ("hpcvsr.inference.resolver", "SuperResolver"),
     "metrics": ("hpcvsr.inference.resolver", "scores"),
     "train": ("hpcvsr.training.run", "train"),

@@ -257,21 +257,66 @@ def launch(cfg, body):
     return result
 
 
-class StopFlag:
-    """Set by SIGTERM / SIGUSR1 (Slurm's warning before the walltime); read at step boundaries.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # scancel, the time limit, `timeout`; Slurm's --signal warning
 
-    The trainer makes the decision to stop collective (the flags of all ranks are reduced with
-    one maximum every step), so every rank checkpoints and exits at the same step even if the
-    signal reached only some of them.
+
+class Stopped(BaseException):
+    """A stop signal outside a loop that checkpoints, raised where the program is when it arrives.
+
+    A BaseException, as KeyboardInterrupt is, so that ``except Exception`` clauses let it pass;
+    atomic writers remove their temporary files as it goes through them.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class StopFlag:
+    """SIGTERM / SIGUSR1 (Slurm's warning before the walltime): a flag inside a checkpointing loop, an exception elsewhere.
+
+    Inside :meth:`polled` (the trainer's step loop) a signal only sets :attr:`raised`, which the
+    trainer reads at step boundaries; its decision to stop is collective (the flags of all ranks
+    are reduced with one maximum every step), so every rank checkpoints and exits at the same step
+    even if the signal reached only some of them. Anywhere else (data generation, validation,
+    evaluation, writing) the first signal raises :class:`Stopped` at once; later ones only set
+    the flag, so that the clean-up on the way out is not cut short.
     """
 
     def __init__(self):
         self.raised = False
+        self.signum = 0
+        self._polled = False
+        self._previous: dict = {}
 
     def install(self) -> StopFlag:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handler)
+        self._previous = {sig: signal.signal(sig, self._handler) for sig in STOP_SIGNALS}
         return self
 
+    def restore(self) -> None:
+        """The handlers from before :meth:`install` again (a signal after the job's end needs no clean-up)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self._previous = {}
+
+    @contextlib.contextmanager
+    def polled(self):
+        """A block whose loop reads :attr:`raised` at every step; a signal that came after the last
+        read raises :class:`Stopped` when the block ends normally."""
+        self._polled = True
+        try:
+            yield
+        finally:
+            self._polled = False
+        if self.raised:
+            raise Stopped(self.signum)
+
     def _handler(self, signum, frame):
-        self.raised = True
+        first = not self.raised
+        self.raised, self.signum = True, self.signum or signum
+        if first and not self._polled:
+            raise Stopped(signum)

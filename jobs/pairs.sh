@@ -6,6 +6,7 @@
 # with 1, 2 and 4 training pairs. Every number is on the held-out pair, against its fine run.
 #
 #   bash jobs/pairs.sh [OUT]          (default runs/pairs; about 35 minutes per scale on 2 CPU cores)
+#   PAIR_BUDGET="--set train2d.epochs=6 --set train3d.epochs=4" bash jobs/pairs.sh OUT    (pair runs at half the epochs)
 #   python jobs/pairs_table.py OUT/x2 OUT/x4     (the tables and the figure of docs/pairs.md)
 set -euo pipefail
 OUT=${1:-runs/pairs}
@@ -29,8 +30,8 @@ for S in ${SCALES:-2 4}; do
     for SEED in $(seq 2 $N); do FINE_RUNS+=("$D/data/fine$SEED.nc"); COARSE_RUNS+=("$D/data/coarse$SEED.nc"); done
     PAIRS=(--set "data.lr_path=$D/data/coarse1.nc" --set "data.lr_test_path=$D/data/coarse1001.nc"
            --set "data.runs=[$(IFS=,; echo "${FINE_RUNS[*]}")]" --set "data.lr_runs=[$(IFS=,; echo "${COARSE_RUNS[*]}")]")
-    $PY -m hpcvsr.train --run-dir "$D/paired_$N" "${FILES[@]}" "${PAIRS[@]}"
-    $PY -m hpcvsr.train --run-dir "$D/finetuned_$N" "${FILES[@]}" "${PAIRS[@]}" \
+    $PY -m hpcvsr.train --run-dir "$D/paired_$N" "${FILES[@]}" "${PAIRS[@]}" ${PAIR_BUDGET:-}
+    $PY -m hpcvsr.train --run-dir "$D/finetuned_$N" "${FILES[@]}" "${PAIRS[@]}" ${PAIR_BUDGET:-} \
       --set "model2d.init=$D/degraded_2d_3d" --set "model3d.init=$D/degraded_2d_3d"
   done
 done

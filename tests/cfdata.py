@@ -12,6 +12,7 @@ orography-like pattern, and a daily cycle.
 from __future__ import annotations
 
 import datetime
+import os
 
 import numpy as np
 import xarray as xr
@@ -214,3 +215,35 @@ def write_orography(path: str, *, ny: int = 33, nx: int = 49, seed: int = 0, shi
     attrs = {"units": "m", "long_name": "surface height", "standard_name": "surface_altitude"}
     ds = xr.Dataset({"z": (("latitude", "longitude"), z, attrs)}, coords=coords, attrs=dict(ERA5_GLOBALS))
     return _write(ds, path, "NETCDF4", {"z": {"dtype": "float32", "_FillValue": None}})
+
+
+RADAR_NY, RADAR_NX = 32, 48
+
+
+def radar_frame(k: int, *, shift_x: float = 0.0, var: str = "rain", minutes: float | None = None) -> xr.Dataset:
+    """Frame ``k`` of a 10-minute radar-like product on a Lambert conformal grid: time as a scalar variable."""
+    y, x = np.arange(RADAR_NY) * 2000.0, np.arange(RADAR_NX) * 2000.0 + shift_x
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    rng = np.random.default_rng(k)
+    cells = np.maximum(0.0, np.sin(xx / 9000 + 0.3 * k) * np.cos(yy / 7000 - 0.1 * k) - 0.3)  # moving showers, zero elsewhere
+    data = (20.0 * cells**2 * rng.gamma(2.0, 0.5, (RADAR_NY, RADAR_NX))).astype(np.float32)
+    return xr.Dataset(
+        {var: (("y", "x"), data, {"units": "kg m-2", "standard_name": "precipitation_amount", "grid_mapping": "crs",
+                        "valid_min": np.int16(0)}),
+         "crs": ((), np.int32(0), {"grid_mapping_name": "lambert_conformal_conic", "standard_parallel": [30.0, 60.0],
+                                    "longitude_of_central_meridian": 10.0, "latitude_of_projection_origin": 50.0}),
+         "time": ((), np.float64(10 * k if minutes is None else minutes), {"units": "minutes since 2024-06-01 00:00:00",
+                                                                          "standard_name": "time", "calendar": "standard"})},
+        coords={"y": ("y", y, {"units": "m", "standard_name": "projection_y_coordinate", "axis": "Y"}),
+                "x": ("x", x, {"units": "m", "standard_name": "projection_x_coordinate", "axis": "X"})},
+        attrs={"Conventions": "CF-1.8", "title": "radar rain, one file per frame"})
+
+
+ENCODING_RAIN = {"rain": {"dtype": "int16", "scale_factor": 0.002, "add_offset": 0.0, "_FillValue": np.int16(-32768)}}
+
+
+def write_radar_frames(folder, n: int = 40) -> None:
+    """``n`` files of one radar frame each in ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    for k in range(n):  # names in reverse time order: the archive is ordered by time, not by name
+        radar_frame(k).to_netcdf(os.path.join(folder, f"radar_{n - 1 - k:03d}.nc"), encoding=ENCODING_RAIN)

@@ -90,3 +90,21 @@ def kill_one_rank(proc, limit: float = 120.0) -> float:
     print(f"job ended {ended:.1f} s after the kill, exit {proc.returncode}")
     assert proc.returncode != 0 and ended < limit, (proc.returncode, ended)
     return ended
+
+
+def crash_after_chunks(args: list, chunks: int, timeout: float = 300.0) -> None:
+    """Start ``hpcvsr.infer`` (``args``) on 2 ranks and SIGKILL every rank once ``chunks`` chunks are written
+    (a crash: no chance to clean up); the job must end non-zero."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(mpirun_cmd(2, *args), env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done, deadline = 0, time.time() + timeout
+    for line in proc.stdout:
+        done += " done" in line and "chunk" in line
+        if done >= chunks or time.time() > deadline:
+            break
+    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0

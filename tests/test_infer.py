@@ -2,9 +2,7 @@
 
 import json
 import os
-import signal
 import subprocess
-import time
 
 import h5py
 import numpy as np
@@ -14,7 +12,7 @@ import torch
 from hpcvsr.ops import degrade as dg
 from hpcvsr.ops import metrics
 
-from .conftest import assert_user_error, kill_one_rank, mpi_env, mpirun_cmd, run_cli, run_mpi, swe_file
+from .conftest import assert_user_error, crash_after_chunks, kill_one_rank, mpi_env, mpirun_cmd, run_cli, run_mpi, swe_file
 
 TINY = ["--set", "data.frames=25", "--set", "data.size=[32,32]", "--set", "train2d.epochs=1", "--set", "train2d.patches_per_epoch=64",
         "--set", "train2d.patch=16", "--set", "train3d.epochs=1", "--set", "train3d.patches_per_epoch=16", "--set", "train3d.patch=16",
@@ -102,17 +100,7 @@ def test_killed_job_resumes_without_redoing_finished_chunks(run_dir, archive, on
     out = tmp_path / "sr.h5"
     args = ["-m", "hpcvsr.infer", "--run-dir", str(run_dir), "--input", str(archive), "--var", "h", "--output", str(out), "--degrade",
             "--set", "infer.block_frames=16", *ONE_THREAD]
-    proc = subprocess.Popen(mpirun_cmd(2, *args), env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    done = 0
-    deadline = time.time() + 300
-    for line in proc.stdout:
-        done += " done" in line and "chunk" in line
-        if done >= 4 or time.time() > deadline:
-            break
-    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
-        os.kill(int(pid), signal.SIGKILL)  # a crash: no chance to clean up
-    proc.wait(timeout=60)
-    assert proc.returncode != 0
+    crash_after_chunks(args, 4)
     assert not out.exists()  # nothing looks complete
     again = run_mpi(2, *args)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]

@@ -172,7 +172,7 @@ def test_several_training_pairs(pair):
         proc = _train(pair, "R_bad", *extra)
         assert_user_error(proc, message)
         assert not (pair / "R_bad").exists()
-    bad = coarse_of(str(pair / "fine2.nc"), str(pair / "bad_run2.nc"), frames=29)
+    coarse_of(str(pair / "fine2.nc"), str(pair / "bad_run2.nc"), frames=29)
     proc = _train(pair, "R_bad", *sets(data__runs="[fine2.nc]", data__lr_runs="[bad_run2.nc]"))
     assert_user_error(proc, "30 and 29 frames", "fine2.nc", "bad_run2.nc")
     assert not (pair / "R_bad").exists()

@@ -20,6 +20,7 @@ import sys
 import time
 
 from hpcvsr.data import sources, swe
+from hpcvsr.dist import StopFlag, Stopped
 from hpcvsr.errors import UserError, cli
 from hpcvsr.io.atomic import check_writable
 from hpcvsr.pipeline.config import parse_pairs
@@ -186,20 +187,28 @@ def main(argv=None) -> int:
     check_writable(args.out, args.overwrite)  # refuse before any work is done
     check_coarse_out(args, params)
     history = shlex.join(["python", "-m", "hpcvsr.data", *(sys.argv[1:] if argv is None else argv)])
-    t0 = time.time()
-    if args.coarse_scale is None:
-        built = build(args)
-        built.write(args.out, overwrite=args.overwrite, history=history)
-    else:
-        built, coarse = build_pair(args, params)
-        write_pair(args, (built, coarse), history)
-    print(f"wrote {args.out}: {', '.join(built.variables)} of shape {_shape(built)} float32 in {time.time() - t0:.1f} s")
-    if args.coarse_scale is not None:
-        print(f"wrote {args.coarse_out}: {', '.join(coarse.variables)} of shape {_shape(coarse)} float32, "
-              f"the same flow on a grid {args.coarse_scale} times coarser")
-    if args.static_out:
-        sources.write_netcdf(swe.static_dataset(params, history=history), args.static_out, overwrite=args.overwrite)
-        print(f"wrote {args.static_out}: orography of shape ({params.ny}, {params.nx})")
+    stop = StopFlag().install()  # SIGTERM ends the job at once; the atomic writes leave no partial file
+    try:
+        t0 = time.time()
+        if args.coarse_scale is None:
+            built = build(args)
+            built.write(args.out, overwrite=args.overwrite, history=history)
+        else:
+            built, coarse = build_pair(args, params)
+            write_pair(args, (built, coarse), history)
+        print(f"wrote {args.out}: {', '.join(built.variables)} of shape {_shape(built)} float32 in {time.time() - t0:.1f} s")
+        if args.coarse_scale is not None:
+            print(f"wrote {args.coarse_out}: {', '.join(coarse.variables)} of shape {_shape(coarse)} float32, "
+                  f"the same flow on a grid {args.coarse_scale} times coarser")
+        if args.static_out:
+            sources.write_netcdf(swe.static_dataset(params, history=history), args.static_out, overwrite=args.overwrite)
+            print(f"wrote {args.static_out}: orography of shape ({params.ny}, {params.nx})")
+    except Stopped as exc:
+        print(f"hpcvsr: stopped by signal {exc.name}; no file was left half-written (those reported above as written are complete)",
+              file=sys.stderr, flush=True)
+        return 128 + exc.signum
+    finally:
+        stop.restore()
     return 0
 
 

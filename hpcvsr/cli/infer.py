@@ -18,10 +18,16 @@ from hpcvsr.pipeline import config as config_mod
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="hpcvsr infer", description=archive.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", required=True, help="finished training run (holds model.pt)")
-    p.add_argument("--input", required=True, help="archive (NetCDF-3/-4 with CF conventions, HDF5, .mat)")
+    p.add_argument("--input", required=True, nargs="+", help="archive: a NetCDF-3/-4 file with CF conventions, HDF5 or .mat, a Zarr store, "
+                   "or many NetCDF files as one archive (several names, a quoted glob such as 'frames/*.nc', or a folder), ordered by "
+                   "their time")
+    p.add_argument("--allow-gaps", action="store_true", help="many files as one archive: accept a gap in the time series")
+    p.add_argument("--time-origin", default="", help="the origin of time units that have none, e.g. --time-origin 2000-01-01 for "
+                   "units 'days' (then read as 'days since 2000-01-01')")
     p.add_argument("--var", default="", help="variable to super-resolve (default: the one the run was trained on); "
                    "a model of several variables takes as many, comma-separated, e.g. --var u10,v10")
-    p.add_argument("--output", required=True, help="output file: HDF5, or CF NetCDF-4 if it ends in .nc (or with --netcdf)")
+    p.add_argument("--output", required=True, help="output file: HDF5, CF NetCDF-4 if it ends in .nc (or with --netcdf), or a CF Zarr "
+                   "store if it ends in .zarr")
     p.add_argument("--select", action="append", default=[], metavar="DIM=VALUE",
                    help="choose an extra dimension of a NetCDF variable by coordinate value, e.g. --select level=500 (repeatable)")
     p.add_argument("--isel", action="append", default=[], metavar="DIM=INDEX", help="... or by index, e.g. --isel member=0")
@@ -36,6 +42,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = build.load_config(args.config, args.overrides)
     fields = {f.name for f in dataclasses.fields(Job)} - {"command"}
+    args.input = args.input[0] if len(args.input) == 1 else tuple(args.input)
     given = {k: tuple(v) if isinstance(v, list) else (v or "" if k in ("reference", "stats") else v) for k, v in vars(args).items() if k in fields}
     job = Job(**given, command=f"python -m hpcvsr.infer {shlex.join(sys.argv[1:] if argv is None else argv)}")
     return infer(job, cfg)

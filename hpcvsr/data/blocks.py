@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from hpcvsr.errors import UserError
+from hpcvsr.io.catalog import PLAIN, Opening
 from hpcvsr.io.sequences import MultiArchive, open_archive
 from hpcvsr.ops import degrade as dg
 from hpcvsr.ops import windows as win
@@ -32,6 +33,7 @@ class Segment:
     name: str = ""
     select: tuple = ()
     isel: tuple = ()
+    opening: Opening = PLAIN  # how its files are read (gaps in time allowed, the origin of time units)
     rows: tuple = ()
     cols: tuple = ()
     extra: tuple = ()
@@ -54,15 +56,15 @@ class Segment:
 
     def open(self, log: list | None = None):
         """The reader of the first variable (time, grid, attributes)."""
-        return open_archive(self.path, self.var, select=dict(self.select), isel=dict(self.isel), log=log)
+        return open_archive(self.path, self.var, select=dict(self.select), isel=dict(self.isel), log=log, opening=self.opening)
 
     def open_all(self, log: list | None = None) -> MultiArchive:
         """The reader of every variable, read together as channels."""
-        return MultiArchive(self.path, self.variables, select=dict(self.select), isel=dict(self.isel), log=log)
+        return MultiArchive(self.path, self.variables, select=dict(self.select), isel=dict(self.isel), log=log, opening=self.opening)
 
     def open_lr(self, log: list | None = None) -> MultiArchive:
         """The reader of the coarse run of a paired segment."""
-        return MultiArchive(self.lr_path, self.lr_vars, select=dict(self.select), isel=dict(self.isel), log=log)
+        return MultiArchive(self.lr_path, self.lr_vars, select=dict(self.select), isel=dict(self.isel), log=log, opening=self.opening)
 
     def read(self, arc, a: int, b: int) -> np.ndarray:
         """File frames [a, b) of the opened reader ``arc``, cropped."""

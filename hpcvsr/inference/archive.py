@@ -28,7 +28,7 @@ from hpcvsr import dist
 from hpcvsr.data.blocks import phys, unit
 from hpcvsr.errors import UserError
 from hpcvsr.inference.engine import Predictor
-from hpcvsr.io import h5out, lock
+from hpcvsr.io import catalog, cf, h5out, lock, zarrout
 from hpcvsr.io.atomic import check_space, check_writable, write_json
 from hpcvsr.io.ncout import write_cf
 from hpcvsr.io.sequences import NETCDF_EXTENSIONS, MultiArchive
@@ -44,7 +44,7 @@ class Job:
     """One inference job, as ``hpcvsr infer`` states it (see the module docstring and ``hpcvsr infer --help``)."""
 
     run_dir: str  # a finished training run (holds model.pt)
-    input: str  # the archive
+    input: str | tuple  # the archive: a file, a Zarr store, a glob or folder of files, or several of those
     output: str  # HDF5, or CF NetCDF-4 for a .nc name (or netcdf=True)
     var: str = ""  # comma-separated variables ('' : those the run was trained on)
     select: tuple = ()  # "DIM=VALUE" pairs choosing extra dimensions by coordinate value
@@ -57,6 +57,8 @@ class Job:
     netcdf: bool = False
     stats: str = ""  # write timings here as JSON
     command: str = ""  # the command line recorded in a NetCDF output's history
+    allow_gaps: bool = False  # many files as one archive: accept a gap in the time series
+    time_origin: str = ""  # the origin of time units that have none ('days' -> 'days since <time_origin>')
 
 
 def infer(job: Job, cfg=None) -> int:
@@ -78,15 +80,17 @@ def _run(job: Job, cfg, env, held: contextlib.ExitStack) -> int:
     names = _variables(job.var, pred.vars, "--var")
     var = ",".join(names)  # for messages and attributes
     select, isel = config_mod.parse_pairs(job.select, "--select"), config_mod.parse_pairs(job.isel, "--isel")
-    arcs = MultiArchive(job.input, names, select=select, isel=isel)
+    opening = catalog.Opening(allow_gaps=job.allow_gaps, time_origin=job.time_origin)
+    arcs = MultiArchive(job.input, names, select=select, isel=isel, opening=opening)
     held.callback(arcs.close)
     arc = arcs.first  # time, grid and attributes (the variables share them)
     T, H, W = arc.shape
     s, c, norms = pred.scale, pred.crop, pred.norms
     one = len(names) == 1
-    netcdf = job.netcdf or job.output.lower().endswith(NETCDF_EXTENSIONS)
+    zarr_out = zarrout.is_zarr_out(job.output)
+    netcdf = not zarr_out and (job.netcdf or job.output.lower().endswith(NETCDF_EXTENSIONS))
     if T < env.world:
-        raise UserError(f"{job.input}:{var} has {T} frames, fewer than the {env.world} ranks")
+        raise UserError(f"{catalog.label(job.input)}:{var} has {T} frames, fewer than the {env.world} ranks")
     if job.degrade and job.reference:
         raise UserError("use either --degrade (compare with the input) or --reference, not both")
     if job.degrade and pred.degrade == "paired":
@@ -96,20 +100,21 @@ def _run(job: Job, cfg, env, held: contextlib.ExitStack) -> int:
     h, w = H, W
     if job.degrade:  # crop as in training, to the largest size divisible by the scale
         mode = pred.config.get("data", {}).get("crop", "centre")
-        y, x = sg.frame_crop(f"{job.input}:{var}", H, W, s, mode)
+        y, x = sg.frame_crop(f"{catalog.label(job.input)}:{var}", H, W, s, mode)
         (y0, y1), (x0, x1) = y or (0, H), x or (0, W)
         if y or x:
             rows, cols = slice(y0, y1), slice(x0, x1)
             if env.is_root:
-                print(f"{job.input}:{var}: frames of {H}x{W} cropped to rows {y0}:{y1}, columns {x0}:{x1} ({mode}) to be divisible by {s}")
+                print(f"{catalog.label(job.input)}:{var}: frames of {H}x{W} cropped to rows {y0}:{y1}, columns {x0}:{x1} ({mode}) to be divisible by {s}")
         h, w = (y1 - y0) // s, (x1 - x0) // s
     out_shape = (T, h * s - 2 * c, w * s - 2 * c) if one else (T, len(names), h * s - 2 * c, w * s - 2 * c)
-    pred.check_grid(f"{job.input}:{var}", (h * s, w * s), _hr_axes(arc, rows, cols, degraded=bool(job.degrade), pred=pred))
+    periodic = hasattr(arc, "grid") and cf.periodic_x(arc.grid(rows, cols))  # a global longitude: no seam
+    pred.check_grid(f"{catalog.label(job.input)}:{var}", (h * s, w * s), _hr_axes(arc, rows, cols, degraded=bool(job.degrade), pred=pred))
     if pred.needs_time and not getattr(arc, "cf_time", False):
-        raise UserError(f"{job.input}:{var} has no CF time coordinate, but the model {job.run_dir} was trained with time features")
+        raise UserError(f"{catalog.label(job.input)}:{var} has no CF time coordinate, but the model {job.run_dir} was trained with time features")
     ref = None
     if job.reference:
-        ref = MultiArchive(job.reference, _variables(job.ref_var, names, "--ref-var"), select=select, isel=isel)
+        ref = MultiArchive(job.reference, _variables(job.ref_var, names, "--ref-var"), select=select, isel=isel, opening=opening)
         held.callback(ref.close)
         if ref.shape != (T, h * s, w * s):
             raise UserError(f"{job.reference}: shape {ref.shape} does not match the super-resolved {(T, h * s, w * s)}")
@@ -118,21 +123,27 @@ def _run(job: Job, cfg, env, held: contextlib.ExitStack) -> int:
         raise UserError(f"{T} frames in chunks of {ic.block_frames} give {len(chunk_list)} chunks for {env.world} ranks; lower infer.block_frames")
     mine = range(*win.block_range(len(chunk_list), env.world, env.rank))
     attrs = {"scale": s, "pipeline": pred.pipeline, "checkpoint_hash": pred.hash, "run_dir": os.path.abspath(job.run_dir),
-             "source_file": os.path.abspath(job.input), "source_var": var, "degraded_input": bool(job.degrade),
+             "source_file": ", ".join(os.path.abspath(p) for p in catalog.split(job.input)), "source_var": var, "degraded_input": bool(job.degrade),
              "degradation": pred.degrade,
              "normalisation": json.dumps({"lo": norms[0].lo, "hi": norms[0].hi} if one else {v: {"lo": n.lo, "hi": n.hi} for v, n in zip(names, norms)}),
              "units": str(arc.units or norms[0].units) if one else json.dumps([str(a.units or n.units) for a, n in zip(arcs.parts, norms)]),
              "crop": c, "window": pred.win_size, "padding": pred.pad, "tile": ic.tile, "precision": ic.precision,
              "input_crop": json.dumps({"rows": [rows.start, rows.stop] if rows else None, "cols": [cols.start, cols.stop] if cols else None}),
              "selection": json.dumps({"select": select, "isel": isel}), "missing_values": "NaN" if any(a.missing_possible for a in arcs.parts) else "none"}
-    if netcdf:
+    if netcdf or zarr_out:
         check_writable(job.output, job.overwrite)
     held.enter_context(lock.held_by_root(env, job.output + ".lock", job.output))  # one job per output, after every input check
     h5_path = job.output + ".h5" if netcdf else job.output
     accs = [metrics.MetricSums(data_range=1.0, unit_scale=n.span, spectrum_cutoff=1.0 / s, device=env.device,
                                degradation=pred.consistency) for n in norms]
-    out = h5out.SROutput(h5_path, out_shape, chunk_list, attrs, env, compression=ic.compression, metrics=bool(job.degrade or ref),
-                         overwrite=job.overwrite)
+    if zarr_out:
+        out = zarrout.ZarrOutput(job.output, lambda: _zarr_template(job, arcs, names=names, pred=pred, rows=rows, cols=cols, attrs=attrs,
+                                                                   out_shape=out_shape, chunk=chunk_list[0][1] - chunk_list[0][0]),
+                                 frame_vars=names, chunk_list=chunk_list, env=env, metrics=bool(job.degrade or ref), overwrite=job.overwrite,
+                                 layout={"shape": list(out_shape), "checkpoint_hash": pred.hash})
+    else:
+        out = h5out.SROutput(h5_path, out_shape, chunk_list, attrs, env, compression=ic.compression, metrics=bool(job.degrade or ref),
+                             overwrite=job.overwrite)
     held.push(lambda kind, exc, tb: kind is not None and out.discard_if_unused())  # a failed run leaves no empty output folder
     finished = out.done()
     todo = [i for i in mine if i not in finished]
@@ -150,7 +161,8 @@ def _run(job: Job, cfg, env, held: contextlib.ExitStack) -> int:
         r0, r1 = win.halo_range(a, b, T, pred.halo)
         times = torch.from_numpy(arc.time_features(r0, r1)).to(env.device) if pred.needs_time else None
         sr, x, lr, valid = pred.resolve_chunk(dist.to_device(arcs.read(r0, r1, rows, cols), env.device), frames=(a, b), read=(r0, r1),
-                                              total=T, times=times, degrade=bool(job.degrade), what=f"{job.input}:{var}")
+                                              total=T, times=times, degrade=bool(job.degrade), what=f"{catalog.label(job.input)}:{var}",
+                                              periodic_x=periodic)
         frame_rows = None
         if job.degrade or ref is not None:
             if job.degrade:
@@ -186,7 +198,10 @@ def _run(job: Job, cfg, env, held: contextlib.ExitStack) -> int:
         sums = env.all_reduce_sum(torch.stack([acc.sums for acc in accs]))  # every variable in one collective
         per = {v: acc.summary(sums[i]) for i, (v, acc) in enumerate(zip(names, accs))}
         gm = per[names[0]] if one else {f"{k}_{v}": x for v, m in per.items() for k, x in m.items()}
-    out.finish(gm)
+    if zarr_out:
+        out.finish(gm, frame_metrics=lambda rows: _frame_metric_vars(rows, names))
+    else:
+        out.finish(gm)
     if env.is_root:
         if netcdf:
             _publish_netcdf(job, arcs, h5_path, names=names, pred=pred, rows=rows, cols=cols, attrs=attrs)
@@ -196,7 +211,7 @@ def _run(job: Job, cfg, env, held: contextlib.ExitStack) -> int:
                  "frames_per_s": timing[0] / slowest if slowest > 0 else 0.0,
                  "write_MB_per_s": timing[1] / 1e6 / timing[2] if timing[2] > 0 else 0.0, "write_mode": out.mode, "metrics": gm}
         print(f"wrote {job.output}: sr {out_shape} float32 ({out.mode}); {stats['frames_per_s']:.1f} frames/s on {env.world} rank(s), "
-              f"HDF5 writes {stats['write_MB_per_s']:.1f} MB/s", flush=True)
+              f"writes {stats['write_MB_per_s']:.1f} MB/s", flush=True)
         if gm:
             print("global metrics: " + ", ".join(f"{k} {v:.6g}" for k, v in gm.items()), flush=True)
         if job.stats:
@@ -227,41 +242,84 @@ def _variables(text: str, default: list, option: str) -> list:
     return names
 
 
+def _cf_layout(job: Job, arcs, *, names: list, pred, rows, cols, frames: tuple | None = None) -> dict:
+    """What a CF output of ``job`` holds besides its frames (the :func:`~hpcvsr.io.ncout.write_cf` keywords):
+    the input's time (of ``frames`` (a, b) only, when given), attributes and scalar coordinates, on the
+    input's grid (``--degrade``, less the model's border) or its finer grid."""
+    from hpcvsr.io.cf import fine_grid
+
+    arc = arcs.first
+    c = pred.crop
+    metas = [a.describe(rows, cols) for a in arcs.parts]
+    if frames and metas[0].get("time"):
+        metas[0]["time"] = dict(metas[0]["time"], values=np.asarray(metas[0]["time"]["values"])[frames[0] : frames[1]])
+    for m, n in zip(metas, pred.norms):
+        if not m["attrs"].get("units"):
+            m["attrs"]["units"] = n.units
+    if job.degrade:  # the input's own grid (cropped as the data were), less the model's border
+        h, w = (len(range(*sl.indices(n))) if sl else n for sl, n in ((rows, arc.shape[1]), (cols, arc.shape[2])))
+        pos_y, pos_x = np.arange(c, c + h - 2 * c, dtype=np.float64), np.arange(c, c + w - 2 * c, dtype=np.float64)
+    else:  # the finer grid, with low-resolution pixels placed as the degradation places them
+        pos_y, pos_x = pred.output_positions(arc.shape[1], arc.shape[2])
+    fills = [m.get("fill_value") if m.get("missing_possible") else None for m in metas]
+    one = len(names) == 1
+    return {"meta": metas[0], "grid": fine_grid(metas[0]["grid"], pos_y, pos_x), "var": names[0] if one else names,
+            "var_attrs": [m["attrs"] for m in metas], "fill_value": fills[0] if one else fills,
+            "history": job.command or f"hpcvsr infer --run-dir {job.run_dir} --input {job.input}"}
+
+
+def _frame_metric_vars(rows: dict, names: list) -> dict:
+    """The per-frame metric variables of a CF output from the stored rows ((T,) or (T, C) each)."""
+    out = {}
+    for n in ("psnr", "ssim"):
+        if n in rows:
+            v = np.asarray(rows[n])
+            out.update({f"metric_frame_{n}": v} if len(names) == 1 else {f"metric_frame_{n}_{x}": v[:, i] for i, x in enumerate(names)})
+    return out
+
+
 def _publish_netcdf(job: Job, arcs, h5_path: str, *, names: list, pred, rows, cols, attrs: dict) -> None:
     """Rank 0: the finished HDF5 output as a CF NetCDF file on the input's grid or its finer grid, then removed."""
     import h5py
 
-    from hpcvsr.io.cf import fine_grid
-
-    arc = arcs.first
-    T, c = len(arc), pred.crop
-    meta = arc.describe(rows, cols)
-    metas = [meta] + [a.describe(rows, cols) for a in arcs.parts[1:]]
-    for m, n in zip(metas, pred.norms):
-        if not m["attrs"].get("units"):
-            m["attrs"]["units"] = n.units
-    grid = meta["grid"]
-    one = len(names) == 1
+    layout = _cf_layout(job, arcs, names=names, pred=pred, rows=rows, cols=cols)
     with h5py.File(h5_path, "r") as f:
-        ny, nx = f["sr"].shape[-2:]
-        if job.degrade:  # the input's own grid (cropped as the data were), less the model's border
-            pos_y, pos_x = np.arange(c, c + ny, dtype=np.float64), np.arange(c, c + nx, dtype=np.float64)
-        else:  # the finer grid, with low-resolution pixels placed as the degradation places them
-            pos_y, pos_x = pred.output_positions(arc.shape[1], arc.shape[2])
-        fills = [m.get("fill_value") if m.get("missing_possible") else None for m in metas]
-        frame_metrics = {}
-        for n in ("psnr", "ssim"):
-            if f"metrics/frame_{n}" in f:
-                values = f[f"metrics/frame_{n}"][:]
-                frame_metrics.update({f"metric_frame_{n}": values} if one else {f"metric_frame_{n}_{v}": values[:, i] for i, v in enumerate(names)})
+        stored = {n: f[f"metrics/frame_{n}"][:] for n in ("psnr", "ssim") if f"metrics/frame_{n}" in f}
         global_attrs = dict(attrs, **{f"metric_{k}": float(v) for k, v in (f["metrics"].attrs.items() if "metrics" in f else [])})
         check_space(job.output, int(np.prod(f["sr"].shape)) * 4)  # netCDF4 reports a full disk only as "HDF error"
-        write_cf(job.output, frames=lambda a, b: f["sr"][a:b], n_frames=T, meta=meta, grid=fine_grid(grid, pos_y, pos_x),
-                 var=names[0] if one else names, var_attrs=[m["attrs"] for m in metas],
-                 history=job.command or f"hpcvsr infer --run-dir {job.run_dir} --input {job.input}", fill_value=fills[0] if one else fills,
-                 frame_metrics=frame_metrics, global_attrs=global_attrs)
+        write_cf(job.output, frames=lambda a, b: f["sr"][a:b], n_frames=len(arcs.first), frame_metrics=_frame_metric_vars(stored, names),
+                 global_attrs=global_attrs, **layout)
         parts = f.attrs.get("parts")
     os.remove(h5_path)
     if parts:
         shutil.rmtree(os.path.join(os.path.dirname(os.path.abspath(h5_path)), parts), ignore_errors=True)
 
+
+def _zarr_template(job: Job, arcs, *, names: list, pred, rows, cols, attrs: dict, out_shape: tuple, chunk: int):
+    """The CF layout of the NetCDF output as a lazy ``xarray.Dataset`` (frames as dask arrays of
+    ``chunk`` frames): a one-frame NetCDF skeleton written by the same writer, grown to every frame."""
+    import tempfile
+
+    import dask.array as da
+    import xarray as xr
+
+    layout = _cf_layout(job, arcs, names=names, pred=pred, rows=rows, cols=cols, frames=(0, 1))
+    T = out_shape[0]
+    frame = out_shape[1:] if len(names) == 1 else out_shape[2:]
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(job.output))) as tmp:
+        skeleton = os.path.join(tmp, "skeleton.nc")
+        write_cf(skeleton, frames=lambda a, b: np.zeros((b - a, *out_shape[1:]), np.float32), n_frames=1, global_attrs=attrs,
+                 compression=False, **layout)
+        with xr.open_dataset(skeleton, decode_times=False) as ds:
+            ds = ds.load()
+    tdim, arc = ds[names[0]].dims[0], arcs.first
+    variables = {}
+    for name, v in ds.variables.items():
+        if name in names:  # the frames, written chunk by chunk
+            v = xr.Variable(v.dims, da.zeros((T, *frame), dtype=np.float32, chunks=(chunk, *frame)), v.attrs, v.encoding)
+        elif tdim in v.dims:  # the time coordinate (or frame index) of every frame
+            values = arc.time_values(0, T) if getattr(arc, "time", None) == name else np.arange(T)
+            v = xr.Variable(v.dims, np.asarray(values, v.dtype), v.attrs, v.encoding)
+        variables[name] = v
+    coords = {k: variables.pop(k) for k in list(variables) if k in ds.coords}
+    return xr.Dataset(variables, coords=coords, attrs=ds.attrs)

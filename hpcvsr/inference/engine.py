@@ -5,7 +5,9 @@ frames (own frames plus the halo its windows need) to super-resolved centre fram
 intermediate 2D frames stay in memory. Frames too large for memory are processed in spatial
 tiles with overlapping halos (:func:`~hpcvsr.ops.windows.tile_grid`), which reproduce the
 untiled output to float tolerance. Computation is batched in groups aligned to global frame
-indices, so a frame's result does not depend on how frames are spread over ranks.
+indices, so a frame's result does not depend on how frames are spread over ranks. On an x
+axis that wraps around (a global longitude), frames and tiles read across the seam
+(:func:`wrapped_tiles`), so a frame's result does not depend on where the seam lies either.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from hpcvsr.data.blocks import Normaliser, fill_missing, unit
 from hpcvsr.errors import UserError
 from hpcvsr.io import cf, checkpoint
-from hpcvsr.models import VSR3D, from_entry
+from hpcvsr.models import from_entry
 from hpcvsr.models.conditioning import Where, run
 from hpcvsr.models.inputs import model_input
 from hpcvsr.models.lowering import lower
@@ -27,6 +29,9 @@ from hpcvsr.ops import windows as win
 from hpcvsr.ops.metrics import shave
 from hpcvsr.pipeline import kinds
 from hpcvsr.pipeline.segments import axis_mismatch
+
+# LR columns a degradation reads across a periodic seam: bicubic's antialiased kernel reaches 2, blur's 13 taps 6 HR pixels
+DEGRADE_REACH = 4
 
 
 class Predictor:
@@ -57,7 +62,7 @@ class Predictor:
         self.net = lower(from_entry(mf.model).to(device).eval(), precision) if self.kind.has_3d else None
         self.input_space = self.net.input_space if self.net is not None else "hr"
         # a bare 3D network with per-frame features: overlapping windows share their frames' work
-        self.shared = self.net if isinstance(self.net, VSR3D) and self.net.frame_features else None
+        self.shared = self.net if self.net is not None and self.net.frame_features else None
         if compile:
             self.net2d = torch.compile(self.net2d, dynamic=False)
             self.net = torch.compile(self.net, dynamic=False) if self.net is not None else None
@@ -131,22 +136,31 @@ class Predictor:
             return torch.cat([self.shared.forward_shared(src[:, 0], w) for w in t.split(self.batch)])
         return torch.cat([run(self.net, model_input(src[w]), where(w) if where else None) for w in t.split(self.batch)])
 
-    def predict(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None) -> torch.Tensor:
+    def predict(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None, *, periodic_x: bool = False) -> torch.Tensor:
         """(k, C, H - 2 crop, W - 2 crop) super-resolved frames of the LR buffer (T, C, h, w) of the
         model's C variables, tiled when ``tile`` is set; ``times``: the buffer frames' time features
-        (T, 4) for a time-conditioned model."""
+        (T, 4) for a time-conditioned model.
+
+        ``periodic_x``: the x axis wraps around (a global longitude, :func:`hpcvsr.io.cf.periodic_x`).
+        Every tile then reads ``tile_halo`` LR columns past either end of the frame from its other end,
+        before any network layer (the bicubic upscale of a network included), so the output does not
+        depend on where the seam lies. Models tied to the grid are not wrapped: their place maps end
+        at the grid's edges."""
         if self.needs_time and times is None:
             raise RuntimeError("this model needs the frames' time features")  # programming error: infer checks the input first
-        if not self.tile:
+        wrap = periodic_x and not self.tied_to_grid
+        if not self.tile and not wrap:
             return self._frames(lr, idx, times)
         h, w = lr.shape[-2:]
         s, c = self.scale, self.crop
         H, W = h * s, w * s
+        t_lr, halo = max(1, self.tile // s) if self.tile else 0, self.tile_halo
+        if wrap and halo * s < c:
+            raise UserError(f"infer.tile_halo={halo} LR pixels is smaller than the model's {c}-pixel border crop")
         out = torch.empty((len(idx), lr.shape[1], H - 2 * c, W - 2 * c), device=lr.device)
-        t_lr, halo = max(1, self.tile // s), self.tile_halo
         for r0, r1, k0, k1 in win.tile_grid(h, t_lr, halo):
-            for q0, q1, j0, j1 in win.tile_grid(w, t_lr, halo):
-                part = self._frames(lr[..., r0:r1, q0:q1].contiguous(), idx, times, (r0 * s, q0 * s))
+            for q0, q1, j0, j1 in (wrapped_tiles(w, t_lr, halo) if wrap else win.tile_grid(w, t_lr, halo)):
+                part = self._frames(columns(lr[..., r0:r1, :], q0, q1).contiguous(), idx, times, (r0 * s, q0 * s))
                 # the tile's output covers HR rows [r0 s + c, r1 s - c); keep [k0 s, k1 s) within the frame's [c, H - c)
                 y0, y1 = max(k0 * s, c), min(k1 * s, H - c)
                 x0, x1 = max(j0 * s, c), min(j1 * s, W - c)
@@ -154,23 +168,58 @@ class Predictor:
         return out
 
     def resolve_chunk(self, raw: torch.Tensor, *, frames: tuple, read: tuple, total: int, times: torch.Tensor | None = None,
-                      degrade: bool = False, what: str = "") -> tuple:
+                      degrade: bool = False, what: str = "", periodic_x: bool = False) -> tuple:
         """One chunk, as the infer command and :class:`~hpcvsr.inference.resolver.SuperResolver` compute it.
 
         ``raw`` (r1 - r0, C, h, w) holds frames ``read`` = [r0, r1) of a ``total``-frame sequence in
         physical units, NaN where missing; the chunk's own frames are ``frames`` = [a, b). ``degrade``:
-        the frames are high resolution and are degraded first. Returns (sr, x, lr, valid): the
+        the frames are high resolution and are degraded first; ``periodic_x``: their x axis wraps around
+        (:meth:`predict`; a degradation then reaches across the seam too). Returns (sr, x, lr, valid): the
         super-resolved own frames in normalised units, NaN where the input is missing, the normalised
         input, the low-resolution frames the networks read and the input's valid cells (None: all)."""
         (a, b), (r0, r1) = frames, read
         x, valid = fill_missing(unit(self.norms, raw), what)
-        lr = dg.degrade(x, self.scale, self.degrade, self.sigma) if degrade else x
+        lr = self.degraded(x, periodic_x=periodic_x) if degrade else x
         idx = win.local_window_indices(np.arange(a, b), total, r0, r1, self.win_size, self.pad)
-        sr = self.predict(lr, idx, times)
+        sr = self.predict(lr, idx, times, periodic_x=periodic_x)
         if valid is not None:  # missing input cells stay missing in the output
             keep = valid[a - r0 : b - r0]
             if not degrade:
                 keep = keep.repeat_interleave(self.scale, dim=-2).repeat_interleave(self.scale, dim=-1)
             sr = sr.masked_fill(~shave(keep, self.crop), float("nan"))
         return sr, x, lr, valid
+
+    def degraded(self, x: torch.Tensor, *, periodic_x: bool = False) -> torch.Tensor:
+        """The run's degradation of high-resolution frames (..., H, W); on a periodic x axis it reaches
+        across the seam (``DEGRADE_REACH`` LR columns read past either end, cut off after)."""
+        if not periodic_x:
+            return dg.degrade(x, self.scale, self.degrade, self.sigma)
+        m, w = DEGRADE_REACH, x.shape[-1]
+        return dg.degrade(columns(x, -m * self.scale, w + m * self.scale), self.scale, self.degrade, self.sigma)[..., m : m + w // self.scale]
+
+
+def wrapped_tiles(length: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """Tiles (read_start, read_stop, keep_start, keep_stop) covering a periodic axis of ``length``, as
+    :func:`~hpcvsr.ops.windows.tile_grid` but reading ``halo`` past both ends of the axis rather than
+    clipping there (:func:`columns` reads them modulo ``length``); ``tile`` <= 0: one tile.
+
+    >>> wrapped_tiles(10, 4, 2)
+    [(-2, 6, 0, 4), (2, 10, 4, 8), (6, 12, 8, 10)]
+    >>> wrapped_tiles(10, 0, 3)
+    [(-3, 13, 0, 10)]
+    """
+    tile = length if tile <= 0 else min(tile, length)
+    return [(start - halo, min(length, start + tile) + halo, start, min(length, start + tile)) for start in range(0, length, tile)]
+
+
+def columns(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Columns [start, stop) of ``x`` (..., w), indices taken modulo w (a periodic x axis).
+
+    >>> columns(torch.arange(4), -2, 6).tolist()
+    [2, 3, 0, 1, 2, 3, 0, 1]
+    """
+    w = x.shape[-1]
+    if 0 <= start and stop <= w:
+        return x[..., start:stop]
+    return x.index_select(-1, torch.arange(start, stop, device=x.device) % w)
 

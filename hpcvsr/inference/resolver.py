@@ -77,7 +77,7 @@ class SuperResolver(torch.nn.Module):
     # -- tensors --------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def chunk(self, read, total: int, frames: tuple, *, times=None, what: str = "input") -> np.ndarray:
+    def chunk(self, read, total: int, frames: tuple, *, times=None, what: str = "input", periodic_x: bool = False) -> np.ndarray:
         """Super-resolved frames ``frames`` = [a, b) of a ``total``-frame sequence in physical units,
         (b - a, C, H', W'); ``read(r0, r1)`` gives frames [r0, r1) (n, C, h, w) in physical units,
         ``times(r0, r1)`` their time features (n, 4) for a time-conditioned model."""
@@ -88,7 +88,7 @@ class SuperResolver(torch.nn.Module):
         r0, r1 = win.halo_range(a, b, total, pred.halo)
         t = torch.from_numpy(np.asarray(times(r0, r1), np.float32)).to(dev) if times is not None else None
         raw = torch.from_numpy(np.ascontiguousarray(read(r0, r1), dtype=np.float32)).to(dev)
-        sr = pred.resolve_chunk(raw, frames=(a, b), read=(r0, r1), total=total, times=t, what=what)[0]
+        sr = pred.resolve_chunk(raw, frames=(a, b), read=(r0, r1), total=total, times=t, what=what, periodic_x=periodic_x)[0]
         return torch.stack([n.phys(sr[:, i]) for i, n in enumerate(pred.norms)], 1).float().cpu().numpy()
 
     def chunks(self, total: int) -> list:
@@ -156,7 +156,8 @@ class SuperResolver(torch.nn.Module):
         times = _time_features(first, tdim) if self.pred.needs_time else None
         data = _stacked(stack)  # (T, C, h, w), numpy or dask
         lazy = hasattr(data, "dask")
-        out = self._lazy(data, T, ny, nx, times, what) if lazy else self._eager(data, T, times, what)
+        periodic = cf.periodic_x(_grid(first, ydim, xdim))  # a global longitude: no seam
+        out = self._lazy(data, T, ny, nx, times, what, periodic) if lazy else self._eager(data, T, times, what, periodic)
         coords = {tdim: first[tdim]} if tdim in first.coords else {}
         for k, v in first.coords.items():  # coordinates along time alone (and scalars) carry over
             if k != tdim and set(v.dims) <= {tdim}:
@@ -170,11 +171,12 @@ class SuperResolver(torch.nn.Module):
             results.append(res.transpose(*da.dims))
         return results
 
-    def _eager(self, data, T: int, times, what: str) -> np.ndarray:
+    def _eager(self, data, T: int, times, what: str, periodic: bool = False) -> np.ndarray:
         times = _times_fn(times)
-        return np.concatenate([self.chunk(lambda r0, r1: data[r0:r1], T, ab, times=times, what=what) for ab in self.chunks(T)])
+        return np.concatenate([self.chunk(lambda r0, r1: data[r0:r1], T, ab, times=times, what=what, periodic_x=periodic)
+                               for ab in self.chunks(T)])
 
-    def _lazy(self, data, T: int, ny: int, nx: int, times, what: str):
+    def _lazy(self, data, T: int, ny: int, nx: int, times, what: str, periodic: bool = False):
         """One dask task per chunk. Each task reads its own frames plus the halo its windows need
         inside itself, so that the input is held one chunk at a time however dask orders the tasks
         (a neighbour's halo frames are read twice); keys name the input, the model and the chunk."""
@@ -184,9 +186,9 @@ class SuperResolver(torch.nn.Module):
 
         def task(a, b, r0, r1):
             block = np.asarray(data[r0:r1].compute(scheduler="sync"))
-            return self.chunk(lambda q0, q1: block[q0 - r0 : q1 - r0], T, (a, b), times=_times_fn(times), what=what)
+            return self.chunk(lambda q0, q1: block[q0 - r0 : q1 - r0], T, (a, b), times=_times_fn(times), what=what, periodic_x=periodic)
 
-        token = tokenize(data.name, self.pred.hash, self.block_frames, self.pred.tile, self.pred.precision)
+        token = tokenize(data.name, self.pred.hash, self.block_frames, self.pred.tile, self.pred.precision, periodic)
         pieces = []
         for a, b in self.chunks(T):
             r0, r1 = win.halo_range(a, b, T, self.pred.halo)

@@ -12,19 +12,20 @@ Other dimensions (a pressure level, an ensemble member) are chosen with ``select
 coordinate value) or ``isel`` (by index); one of size 1 is dropped and noted in ``notes``.
 
 :func:`fine_coordinate` / :func:`fine_grid` give the horizontal coordinates of the
-super-resolved grid, so the writer (:mod:`hpcvsr.io.ncout`) can describe it.
+super-resolved grid and its cell bounds, so the writer (:mod:`hpcvsr.io.ncout`) can describe it;
+:func:`periodic_x` tells a global longitude, which inference wraps around (docs/grids.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 
 import numpy as np
 
 from hpcvsr.errors import UserError
+from hpcvsr.io import catalog
 
 # Attributes that describe storage, not meaning: xarray applies them when decoding, writers set their own.
 ENCODING_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "_Unsigned", "valid_range", "valid_min",
@@ -114,12 +115,38 @@ def coordinate_kind(name: str, attrs: dict) -> str | None:
     return None
 
 
-def _open(path: str, raw: bool = False):
-    import xarray as xr
-    try:
-        return xr.open_dataset(path, engine="netcdf4", decode_times=False, decode_timedelta=False, mask_and_scale=not raw, cache=False)
-    except Exception as exc:  # any failure to open a user's file is the user's to fix
-        raise UserError(f"cannot open {path} as NetCDF: {exc}") from None
+def periodic_longitude(name: str, values, attrs: dict) -> bool:
+    """Whether a 1-D coordinate is a longitude going once around the globe: evenly spaced in degrees
+    (east, or plain degrees of a longitude standard_name), its spacing times its length 360 within
+    1e-3 of a cell, wherever its seam lies (0..360, -180..180, 90..450, or wrapped within the file).
+
+    >>> east = {"units": "degrees_east"}
+    >>> periodic_longitude("lon", np.arange(64) * 5.625, east), periodic_longitude("lon", np.arange(-180, 180, 5.625), east)
+    (True, True)
+    >>> periodic_longitude("lon", np.arange(40) * 0.25 - 10, east), periodic_longitude("x", np.arange(64) * 5.625, {"units": "km"})
+    (False, False)
+    """
+    v = np.asarray(values, np.float64)
+    if v.ndim != 1 or v.size < 3 or not np.all(np.isfinite(v)) or coordinate_kind(name, attrs) != "lon":
+        return False
+    units, std = (str(plain(attrs.get(k, ""))).lower() for k in ("units", "standard_name"))
+    if units not in _LON_UNITS and not (units in ("degree", "degrees") and std in ("longitude", "grid_longitude")):
+        return False
+    d = np.diff(np.unwrap(v, period=360.0))
+    step = float(d.mean())
+    # evenness to 1e-2 of a cell: float32 coordinates of fine grids are rounded by more than 1e-3 of a cell
+    return bool(step != 0 and np.all(np.abs(d - step) <= 1e-2 * abs(step)) and abs(abs(step) * v.size - 360.0) <= 1e-3 * abs(step))
+
+
+def periodic_x(grid: dict) -> bool:
+    """Whether a grid description (:meth:`CFArchive.grid`, or the same dict of a DataArray's coordinates)
+    wraps around in x: its 1-D coordinate along the x dimension is a :func:`periodic_longitude`."""
+    return any(c["dims"] == [grid["xdim"]] and periodic_longitude(name, c["values"], c["attrs"]) for name, c in grid["coords"].items())
+
+
+def _open(path, raw: bool = False, opening: catalog.Opening = catalog.PLAIN):
+    """A file, a Zarr store or many files as one lazy dataset (:mod:`hpcvsr.io.catalog`)."""
+    return catalog.open_dataset(path, raw, opening=opening)
 
 
 def _values_text(values, limit: int = 6) -> str:
@@ -139,12 +166,12 @@ class CFArchive:
     again on first read (after a DataLoader fork); an archive pickles without its open file.
     """
 
-    def __init__(self, path: str, var: str, *, select: dict | None = None, isel: dict | None = None, log: list | None = None):
-        if not os.path.isfile(path):
-            raise UserError(f"file not found: {path}")
-        self.path, self.var, self.log, self.notes = path, var, log, []
+    def __init__(self, path: str, var: str, *, select: dict | None = None, isel: dict | None = None, log: list | None = None,
+                 opening: catalog.Opening = catalog.PLAIN):
+        catalog.expand(path)  # a UserError naming what is missing
+        self.path, self.var, self.log, self.notes, self.opening = path, var, log, [], opening
         self._ds = self._raw = None
-        ds = _open(path)
+        ds = _open(path, opening=opening)
         try:
             if var not in ds.data_vars:
                 have = ", ".join(sorted(str(k) for k in ds.data_vars)) or "none"
@@ -172,6 +199,10 @@ class CFArchive:
             scaled = "scale_factor" in enc or "add_offset" in enc
             self.packed = bool(scaled and np.issubdtype(np.dtype(self.dtype), np.integer))
             self.packing_step = float(abs(plain(enc.get("scale_factor", 0.0)))) if self.packed else 0.0
+            self.valid_bounds = self._valid  # the valid range in physical units: decoded like the values of a packed variable
+            if self._valid is not None and scaled:
+                k, b = float(plain(enc.get("scale_factor", 1.0))), float(plain(enc.get("add_offset", 0.0)))
+                self.valid_bounds = tuple(sorted(v * k + b for v in self._valid))
             self._raw_needed = self._valid is not None and scaled
             fill = enc.get("_FillValue", enc.get("missing_value"))
             self.missing_possible = fill is not None or self._valid is not None
@@ -320,11 +351,11 @@ class CFArchive:
         """The selected variable, lazily indexed (the file opened on first use)."""
         if raw:
             if self._raw is None:
-                self._raw = _open(self.path, raw=True)
+                self._raw = _open(self.path, raw=True, opening=self.opening)
             da = self._raw[self.var].isel(self._index)
         else:
             if self._ds is None:
-                self._ds = _open(self.path)
+                self._ds = _open(self.path, opening=self.opening)
             da = self._ds[self.var].isel(self._index)
         return da.expand_dims(STATIC_DIM) if self.static else da
 
@@ -391,10 +422,33 @@ class CFArchive:
         for name, c in self._array().coords.items():
             if not c.dims or not set(c.dims) <= {ydim, xdim} or not np.issubdtype(c.dtype, np.number):
                 continue
+            bounds = self._bounds(c, crop) if c.dims in ((ydim,), (xdim,)) else None
             c = c.isel({d: s for d, s in crop.items() if d in c.dims})
             coords[str(name)] = {"dims": [str(d) for d in c.dims], "values": np.asarray(c.values, np.float64),
                                  "attrs": plain_attrs(c.attrs, ENCODING_ATTRS + ("bounds",))}
+            if bounds is not None:
+                coords[str(name)]["bounds"] = bounds
         return {"ydim": ydim, "xdim": xdim, "coords": coords}
+
+    def _bounds(self, c, crop: dict) -> dict | None:
+        """The cell bounds of a 1-D coordinate ``c`` after ``crop``: {"name", "dims", "values" (n, 2)}, or None
+        when its ``bounds`` attribute names no (n, 2) variable of the file."""
+        name = c.attrs.get("bounds", c.encoding.get("bounds"))
+        ds, (dim,) = self._ds, c.dims
+        if not isinstance(name, str) or ds is None or name not in ds.variables or dim not in ds[name].dims or ds[name].ndim < 2:
+            return None
+        b = ds[name]
+        vertex = b.dims[-1]  # CF: the vertex dimension is the last; another (time, when many files are read as one) is not the cells'
+        b = b.isel({d: 0 for d in b.dims if d not in (dim, vertex)}).isel({dim: crop[dim]}).transpose(dim, vertex)
+        if b.shape[1] != 2 or not np.issubdtype(b.dtype, np.number):
+            return None
+        return {"name": str(name), "dims": [str(dim), str(vertex)], "values": np.asarray(b.values, np.float64)}
+
+    @property
+    def periodic_x(self) -> bool:
+        """Whether the whole grid wraps around in x (a global longitude: :func:`periodic_x`); a crop of
+        its columns does not: ask ``periodic_x(archive.grid(rows, cols))``."""
+        return periodic_x(self.grid())
 
     def scalar_coords(self) -> dict:
         """Scalar coordinates left by the selection (the chosen level, member ...): {name: {"value", "attrs"}}."""
@@ -413,7 +467,7 @@ class CFArchive:
             time = {"name": self.time, "values": self.time_values(start, stop), "attrs": self.time_attrs, "cf": self.cf_time}
         grid = self.grid(rows, cols)
         return {"path": self.path, "var": self.var, "dims": list(self.dims), "units": self.units, "attrs": dict(self.attrs),
-                "global_attrs": dict(self.global_attrs), "time": time, "grid": grid, "grid_mapping": self.grid_mapping,
+                "global_attrs": dict(self.global_attrs), "time": time, "grid": grid, "grid_mapping": self.grid_mapping, "periodic_x": periodic_x(grid),
                 "scalar_coords": self.scalar_coords(),
                 "fill_value": self.fill_value, "missing_possible": self.missing_possible, "packed": self.packed,
                 "packing_step": self.packing_step, "dtype": self.dtype, "notes": list(self.notes)}
@@ -545,14 +599,42 @@ def fine_coordinate(values: np.ndarray, positions_y: np.ndarray | None, position
 def fine_grid(grid: dict, positions_y: np.ndarray | None, positions_x: np.ndarray | None) -> dict:
     """:func:`fine_coordinate` applied to every coordinate of a grid dict (as :meth:`CFArchive.grid` gives).
 
-    Range attributes (actual_range, valid_*) are dropped: they described the coarse values.
+    Range attributes (actual_range, valid_*) are dropped: they described the coarse values. Cell
+    bounds of a 1-D coordinate become those of the fine cells (:func:`fine_bounds`), or are dropped
+    when the coarse cells do not touch.
     """
     ydim, xdim = grid["ydim"], grid["xdim"]
     coords = {}
     for name, c in grid["coords"].items():
         attrs = {k: v for k, v in c["attrs"].items() if k not in ("actual_range", "valid_min", "valid_max", "valid_range")}
-        values = fine_coordinate(c["values"], positions_y, positions_x, tuple(c["dims"]), ydim, xdim,
-                                 coordinate_kind(name, c["attrs"]) == "lon",
-                                 is_latitude=coordinate_kind(name, c["attrs"]) == "lat")
+        lon, lat = (coordinate_kind(name, c["attrs"]) == k for k in ("lon", "lat"))
+        values = fine_coordinate(c["values"], positions_y, positions_x, tuple(c["dims"]), ydim, xdim, lon, is_latitude=lat)
         coords[name] = {"dims": list(c["dims"]), "values": values, "attrs": attrs}
+        if c.get("bounds") is not None:
+            pos = positions_y if c["dims"] == [ydim] else positions_x if c["dims"] == [xdim] else None
+            b = c["bounds"]["values"] if pos is None else fine_bounds(c["bounds"]["values"], pos, is_longitude=lon, is_latitude=lat)
+            if b is not None:
+                coords[name]["bounds"] = dict(c["bounds"], values=b)
     return {"ydim": ydim, "xdim": xdim, "coords": coords}
+
+
+def fine_bounds(bounds: np.ndarray, positions: np.ndarray, *, is_longitude: bool = False, is_latitude: bool = False) -> np.ndarray | None:
+    """Bounds (m, 2) of cells centred at fractional (coarse) index ``positions``, each as wide as their
+    spacing, from the coarse cells' bounds (n, 2); None unless the coarse cells touch (bounds[i, 1] ==
+    bounds[i + 1, 0]). The coarse cell edges are interpolated linearly in index space, so fine cells
+    split each coarse cell evenly and the outer edges of an uncropped grid (a pole, 360 degrees) stay.
+
+    >>> fine_bounds(np.array([[0.0, 10], [10, 20]]), np.array([-0.25, 0.25, 0.75, 1.25])).tolist()
+    [[0.0, 5.0], [5.0, 10.0], [10.0, 15.0], [15.0, 20.0]]
+    """
+    b, pos = np.asarray(bounds, np.float64), np.asarray(positions, np.float64)
+    if b.ndim != 2 or b.shape[1] != 2 or not len(b) or not len(pos):
+        return None
+    edges = np.append(b[:, 0], b[-1, 1])  # edge k of cell k-1 and k lies at coarse index k - 0.5
+    width = np.abs(np.diff(edges)).max()
+    if not np.allclose(b[1:, 0], b[:-1, 1], rtol=0, atol=1e-6 * width):
+        return None
+    half = abs(pos[1] - pos[0]) / 2 if len(pos) > 1 else 0.5
+    at = np.stack([pos - half, pos + half], 1) + 0.5
+    out = fine_coordinate(edges, None, at.ravel(), ("x",), "y", "x", is_longitude, is_latitude=is_latitude)
+    return out.reshape(at.shape)

@@ -5,7 +5,8 @@ jobs started at once exactly one gets it. A second job is refused with a message
 owner. A lock whose owner is gone is stale and is taken over with a warning: on the same host a
 dead pid shows it; a lock from another host cannot be checked from here and is refused, with the
 command that removes it. The lock is removed when its owner finishes, also on errors; a killed
-job leaves it behind, and the next job on the same host takes it over.
+job leaves it behind, and the next job on the same host takes it over. Creating the lock is the
+first write of every output, so a missing or unwritable folder is a UserError here, before any work.
 """
 
 from __future__ import annotations
@@ -44,11 +45,15 @@ def _describe(info: dict) -> str:
     return f"pid {info.get('pid')} on {info.get('host')}{job}, since {info.get('since')}"
 
 
-def _create(path: str, info: dict) -> bool:
+def _create(path: str, info: dict, what: str) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
+    except OSError as exc:  # the first touch of the disk for every output: its folder must exist and take files
+        folder = os.path.dirname(os.path.abspath(path))
+        why = "does not exist" if isinstance(exc, (FileNotFoundError, NotADirectoryError)) else f"is not writable ({exc.strerror})"
+        raise UserError(f"cannot write {what}: the folder {folder} {why}") from None
     with os.fdopen(fd, "w") as f:
         json.dump(info, f)
     return True
@@ -72,7 +77,7 @@ def acquire(path: str, what: str) -> dict:
     """
     me = owner()
     for _ in range(3):  # a stale lock removed by two jobs at once: retry the exclusive create
-        if _create(path, me):
+        if _create(path, me, what):
             return me
         info = _read(path)
         if not info:

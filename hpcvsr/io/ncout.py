@@ -2,13 +2,14 @@
 
 :func:`write_cf` takes the frames as a callable (read chunk by chunk, the whole array is never in
 memory), the input's :meth:`hpcvsr.io.cf.CFArchive.describe` and the output's horizontal
-coordinates (:func:`hpcvsr.io.cf.fine_grid`). The output keeps the input's variable, dimension
-and coordinate names, its attributes (units, long_name, standard_name, cell_methods ...), its
-global attributes, the scalar coordinates a selection left (the chosen level), and its time
-coordinate exactly (raw values and units / calendar), with the
-new step prepended to ``history`` (CF: newest first). Missing values (NaN) are stored as
-``_FillValue``. The file is written under a temporary name (:mod:`hpcvsr.io.atomic`) and renamed onto
-``DST`` when complete, so ``DST`` is never half-written; a failure removes the partial file.
+coordinates (:func:`hpcvsr.io.cf.fine_grid`, with the fine cells' bounds where the input has
+bounds). The output keeps the input's variable, dimension and coordinate names, its grid_mapping,
+its attributes (units, long_name, standard_name, cell_methods ...), its global attributes, the
+scalar coordinates a selection left (the chosen level), and its time coordinate exactly (raw
+values and units / calendar), with the new step prepended to ``history`` (CF: newest first).
+Missing values (NaN) are stored as ``_FillValue``. The file is written under a temporary name
+(:mod:`hpcvsr.io.atomic`) and renamed onto ``DST`` when complete, so ``DST`` is never
+half-written; a failure removes the partial file.
 
 Packing (``pack={"dtype": "int16", "lo": lo, "hi": hi}``): codes -32766..32767 cover [lo, hi]
 (scale_factor = (hi - lo) / 65533, add_offset = hi - 32767 scale_factor, so lo -> -32766 and
@@ -117,6 +118,7 @@ def _write_time(f, tdim: str, time: dict | None, n_frames: int) -> list[str]:
         tv[:] = np.arange(n_frames, dtype=np.int32)
         return []
     values = np.asarray(time["values"])
+    values = values.astype(values.dtype.newbyteorder("="))  # native order (a Zarr store may hold big-endian times)
     if values.shape != (n_frames,):
         raise ValueError(f"time has {values.size} values for {n_frames} frames")
     tv = f.createVariable(time["name"], values.dtype, (tdim,))
@@ -139,13 +141,21 @@ def _grid_sizes(grid: dict) -> dict:
 
 
 def _write_grid(f, grid: dict) -> list[str]:
-    """Horizontal coordinates: 1-D ones named like their dim as dimension coordinates, the rest auxiliary."""
+    """Horizontal coordinates: 1-D ones named like their dim as dimension coordinates, the rest auxiliary;
+    cell bounds (``bounds``: {"name", "dims", "values"}) as the variable the coordinate's ``bounds`` names."""
     aux = []
     for name, c in grid["coords"].items():
         dims = tuple(c["dims"])
         cv = f.createVariable(name, "f8", dims)
         _set_attrs(cv, c.get("attrs", {}), ENCODING_ATTRS + ("bounds",))
         cv[:] = np.asarray(c["values"], np.float64)
+        b = c.get("bounds")
+        if b is not None:
+            vertex = b["dims"][-1]
+            if vertex not in f.dimensions:
+                f.createDimension(vertex, 2)
+            f.createVariable(b["name"], "f8", (*dims, vertex))[:] = np.asarray(b["values"], np.float64)  # CF: no attributes of its own
+            cv.setncattr("bounds", b["name"])
         if dims != (name,):
             aux.append(name)
     return aux

@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from hpcvsr.errors import UserError, check_finite
+from hpcvsr.io import catalog
 from hpcvsr.io.atomic import atomic_path, check_space
 from hpcvsr.io.cf import plain, plain_attrs
 
@@ -169,14 +170,14 @@ def is_netcdf(path: str) -> bool:
         return False
 
 
-def open_archive(path: str, var: str, *, select: dict | None = None, isel: dict | None = None, log: list | None = None):
+def open_archive(path: str, var: str, *, select: dict | None = None, isel: dict | None = None, log: list | None = None,
+                 opening: catalog.Opening = catalog.PLAIN):
     """The reader for ``path``: :class:`~hpcvsr.io.cf.CFArchive` for NetCDF, :class:`Archive` otherwise."""
-    if not os.path.isfile(path):
-        raise UserError(f"file not found: {path}")
-    if is_netcdf(path):
+    files = catalog.expand(path)
+    if len(files) > 1 or catalog.is_zarr(files[0]) or is_netcdf(files[0]):
         from hpcvsr.io.cf import CFArchive
 
-        return CFArchive(path, var, select=select, isel=isel, log=log)
+        return CFArchive(path, var, select=select, isel=isel, log=log, opening=opening)
     if select or isel:
         raise UserError(f"{path}: selecting dimensions (select/isel) needs a NetCDF file; this is HDF5/MATLAB with 3-D variables")
     return Archive(path, var, log=log)
@@ -190,11 +191,12 @@ class MultiArchive:
     is asked of ``first`` or of ``parts``.
     """
 
-    def __init__(self, path: str, variables, *, select: dict | None = None, isel: dict | None = None, log: list | None = None):
+    def __init__(self, path: str, variables, *, select: dict | None = None, isel: dict | None = None, log: list | None = None,
+                 opening: catalog.Opening = catalog.PLAIN):
         self.parts = []
         try:
             for v in variables:
-                self.parts.append(open_archive(path, v, select=select, isel=isel, log=log))
+                self.parts.append(open_archive(path, v, select=select, isel=isel, log=log, opening=opening))
         except BaseException:
             self.close()
             raise

@@ -116,7 +116,7 @@ def run_model(path: str) -> str:
 
 
 # wrappers around one configured network, and where it lies inside them (its state dict's prefix)
-_WRAPPED = {"conditioned": "net", "constrained": "net", "variables": "net", "joint2d3d": "net3d", "reverse3d2d": "net3d"}
+_WRAPPED = {"conditioned": "net", "constrained": "net", "bounded": "net", "variables": "net", "joint2d3d": "net3d", "reverse3d2d": "net3d"}
 
 
 def bare(entry: dict) -> dict:

@@ -11,6 +11,7 @@ Every network built here knows what it is: ``net.spec`` is the description it wa
 next to its weights and :func:`from_entry` rebuilds it from.
 """
 
+from hpcvsr.models.bounds import Bounded
 from hpcvsr.models.composite import Joint2D3D, Reverse3D2D
 from hpcvsr.models.conditioning import Conditioned
 from hpcvsr.models.constraint import Constrained
@@ -30,6 +31,7 @@ MODELS = {
     "conditioned": Conditioned,  # a network plus place/time conditioning: built from its part (net) and kwargs
     "variables": Variables,  # a network shared by several variables plus a mixing head: from its part (net) and kwargs
     "constrained": Constrained,  # a network plus the exact consistency projection onto its input: from its part (net) and kwargs
+    "bounded": Bounded,  # a network plus a clip of its output to each variable's bounds: from its part (net) and kwargs
 }
 
 MODELS_2D = ("srcnn", "fsrcnn", "climate_fsrcnn")

@@ -10,6 +10,8 @@
 * :func:`project` makes a high-resolution field consistent with its low-resolution input: the
   smallest change after which degrading it reproduces the input (exact to round-off; with block
   mean the cell averages, and so the mass, are the input's).
+* :func:`project_bounded` does the same within bounds (rain >= 0, sea ice in [0, 1]): the nearest field
+  in the bounds that degrades to the input (block mean and point sampling).
 
 Images are float tensors of shape (..., H, W). Resizing is separable and linear, so each
 dimension is a dense (out, in) matrix built once per size and applied with two matmuls.
@@ -213,3 +215,56 @@ def project(y: torch.Tensor, lr: torch.Tensor, scale: int, method: str, sigma: f
     # in float64: (M M^T)^-1 amplifies round-off of the residual by its condition number (265 for blur x2)
     residual = lr.double() - mh @ y.double() @ mw.T
     return y + (ah @ residual @ aw.T).to(y.dtype)
+
+
+BOUNDED = ("block_mean", "point")  # degradations with an exact projection onto bounded consistent fields
+
+
+def project_bounded(y: torch.Tensor, lr: torch.Tensor, scale: int, method: str, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """The field nearest to ``y`` (..., H, W) (least squares) within [``lo``, ``hi``] whose degradation
+    is ``lr`` (..., H/s, W/s); ``lo`` and ``hi`` broadcast against ``lr`` (e.g. (C, 1, 1) per channel,
+    -inf / inf where a side is unbounded).
+
+    ``lr`` is clipped to the bounds first: a cell out of bounds (interpolated or regridded input) has
+    no consistent field in bounds, and the clipped cell is the nearest one that has. Point sampling:
+    the sampled pixels are the clipped input, the rest clipped. Block mean: per block,
+    x' = clip(y + lambda, lo, hi) (KKT: the cells inside the bounds move by one scalar, the others sit
+    on a bound), where the block's sum g(lambda) = sum clip(y + lambda) meets s^2 lr. g grows
+    piecewise linearly between the breakpoints lo - y and hi - y, so a bisection over the block's
+    sorted breakpoints (log2(2 s^2) steps, for every block at once, in float64) finds the piece that
+    holds the root; g is linear on it, with the number of free cells as its slope, so one Newton step
+    from a point of the piece is the root, exact to round-off. Not differentiable (the caller chooses
+    a gradient).
+    """
+    if method not in BOUNDED:
+        raise UserError(f"no bounded projection for degradation '{method}' (there is one for {', '.join(BOUNDED)})")
+    check_divisible(y.shape, scale)
+    x = y.detach().double()
+    lo, hi = lo.to(x), hi.to(x)
+    ref = torch.clamp(lr.detach().double(), lo, hi)
+    if method == "point":
+        out = torch.clamp(x, lo, hi)
+        out[..., ::scale, ::scale] = ref
+        return out.to(y.dtype)
+    *lead, H, W = x.shape
+    h, w, s = H // scale, W // scale, scale
+    cells = x.reshape(*lead, h, s, w, s).transpose(-3, -2).reshape(*lead, h, w, s * s)
+    lo, hi, total = lo[..., None], hi[..., None], ref[..., None] * (s * s)
+    points = torch.cat(torch.broadcast_tensors(lo - cells, hi - cells), -1).sort(-1).values  # -inf / inf for an unbounded side
+
+    def g(lam):
+        return torch.clamp(cells + lam, lo, hi).sum(-1, keepdim=True)
+
+    below = torch.zeros(total.shape, dtype=torch.long, device=x.device)  # g(points[below]) <= total: every cell at lo (or lo = -inf)
+    above = torch.full_like(below, points.shape[-1] - 1)  # g(points[above]) >= total: every cell at hi (or hi = inf)
+    for _ in range(math.ceil(math.log2(points.shape[-1] - 1))):
+        mid = (below + above) // 2
+        low = g(points.gather(-1, mid)) <= total
+        below, above = torch.where(low, mid, below), torch.where(low, above, mid)
+    a, b = points.gather(-1, below), points.gather(-1, above)
+    # a point inside the piece [a, b] (whose ends may be infinite): g is linear there, its slope the number of free cells
+    probe = torch.where(a.isfinite() & b.isfinite(), 0.5 * (a + b), torch.where(a.isfinite(), a + 1, torch.where(b.isfinite(), b - 1, 0.0)))
+    n = ((cells + probe > lo) & (cells + probe < hi)).sum(-1, keepdim=True)
+    lam = torch.where(n > 0, probe + (total - g(probe)) / n.clamp_min(1), probe)  # a flat piece: g is the total all along it
+    out = torch.clamp(cells + lam, lo, hi)  # a cell the rounding of lambda moves past a bound stays in bounds
+    return out.reshape(*lead, h, w, s, s).transpose(-3, -2).reshape(*lead, H, W).to(y.dtype)

@@ -74,17 +74,18 @@ def build_3d(cfg, init: bool = True):
     return model
 
 
-def compose(k: Kind, net2d, net3d, constrain: dict | None = None):
+def compose(k: Kind, net2d, net3d, constrain: dict | None = None, bounds: dict | None = None):
     """The final network of kind ``k`` from its trained parts; ``constrain``: the consistency
     constraint of a composition whose last part does not read the original frames (3d_2d: the 2D
-    part reads the refined centre frame)."""
+    part reads the refined centre frame), within ``bounds`` (:func:`wrap`). Without a constraint the
+    last part's own bounds bound the composition."""
     if not k.has_3d:
         return net2d
     if not k.composite:
         return net3d
     net = around(k.composite, {"net2d": net2d, "net3d": net3d})
     if constrain and k.needs_space == "lr_refiner":
-        net, _ = wrap(net, constrain=constrain)
+        net, _ = wrap(net, constrain=constrain, bounds=bounds)
     return net
 
 
@@ -98,12 +99,16 @@ def constraint(cfg, *, frames: int = 0, reads_hr: bool = False) -> dict | None:
     return {"method": g.method, "scale": g.scale, "sigma": g.blur_sigma, "reference": "hr" if reads_hr else "lr", "frames": frames}
 
 
-def wrap(net, *, channels: int = 1, shared: bool = True, spec: dict | None = None, constrain: dict | None = None) -> tuple:
+def wrap(net, *, channels: int = 1, shared: bool = True, spec: dict | None = None, constrain: dict | None = None,
+         bounds: dict | None = None) -> tuple:
     """(network, prefixes) of one stage: ``net`` for ``channels`` variables
     (:class:`~hpcvsr.models.variables.Variables`, when more than one: weights ``shared`` by the
     variables or one copy each), then wrapped in :class:`~hpcvsr.models.conditioning.Conditioned`
     when ``spec`` ({grid, static, location, time, width}) asks for conditioning, and last in
-    :class:`~hpcvsr.models.constraint.Constrained` with ``constrain`` (:func:`constraint`). ``prefixes`` are
+    :class:`~hpcvsr.models.constraint.Constrained` with ``constrain`` (:func:`constraint`), projecting
+    within ``bounds`` ({"lo", "hi"}: each channel's bounds in normalised units,
+    :func:`hpcvsr.pipeline.bounds.normalised`), or, without a constraint, in
+    :class:`~hpcvsr.models.bounds.Bounded` with them. ``prefixes`` are
     those of the configured network's layer names inside the result (for freeze / lr_mult). One
     variable and no conditioning: ``net`` unchanged, prefixes [""]."""
     prefixes = [""]
@@ -115,7 +120,10 @@ def wrap(net, *, channels: int = 1, shared: bool = True, spec: dict | None = Non
         net = around("conditioned", {"net": net}, **spec)
         prefixes = ["net." + p for p in prefixes]
     if constrain:
-        net = around("constrained", {"net": net}, **constrain)
+        net = around("constrained", {"net": net}, **constrain, **(bounds or {}))
+        prefixes = ["net." + p for p in prefixes]
+    elif bounds:
+        net = around("bounded", {"net": net}, **bounds)
         prefixes = ["net." + p for p in prefixes]
     return net, prefixes
 
@@ -138,20 +146,22 @@ class Stage:
         return {p + k: v for p in self.prefixes for k, v in getattr(cfg, self.section).lr_mult.items()}
 
 
-def stage_2d(cfg, *, channels: int = 1, spec: dict | None = None, static=None) -> Stage:
+def stage_2d(cfg, *, channels: int = 1, spec: dict | None = None, static=None, bounds: dict | None = None) -> Stage:
     """The 2D stage, from ``train2d.seed`` (so that a resumed run rebuilds the same network):
     for ``channels`` variables, conditioned by ``spec`` with ``static`` covariates, constrained by
-    ``degrade.constrain``."""
+    ``degrade.constrain``, within ``bounds`` (:func:`wrap`)."""
     torch.manual_seed(cfg.train2d.seed)
-    net, prefixes = wrap(build_2d(cfg), channels=channels, shared=cfg.model2d.shared_variables, spec=spec, constrain=constraint(cfg))
+    net, prefixes = wrap(build_2d(cfg), channels=channels, shared=cfg.model2d.shared_variables, spec=spec, constrain=constraint(cfg),
+                         bounds=bounds)
     if static is not None:
         set_static(net, static)
     return Stage(net, prefixes, "model2d")
 
 
-def stage_final(cfg, first: Stage, *, channels: int = 1, spec: dict | None = None, static=None) -> Stage:
+def stage_final(cfg, first: Stage, *, channels: int = 1, spec: dict | None = None, static=None, bounds: dict | None = None) -> Stage:
     """The final network of a pipeline with a 3D stage (the 3D network, or its composition with the
-    2D network of ``first``), from ``train3d.seed``; the 2D stage itself when there is none."""
+    2D network of ``first``), from ``train3d.seed``, within ``bounds`` (:func:`wrap`); the 2D stage
+    itself when there is none."""
     k = kind(cfg.pipeline)
     if not k.has_3d:
         return first
@@ -161,10 +171,10 @@ def stage_final(cfg, first: Stage, *, channels: int = 1, spec: dict | None = Non
     reads = net3d.input_space
     if k.needs_space != "lr_refiner":  # a 3D stage on the coarse grid has no place maps to meet
         net3d, prefixes = wrap(net3d, channels=channels, shared=cfg.model3d.shared_variables, spec=spec,
-                               constrain=constraint(cfg, frames=window, reads_hr=reads == "hr"))
+                               constrain=constraint(cfg, frames=window, reads_hr=reads == "hr"), bounds=bounds)
         if static is not None:
             set_static(net3d, static)
-    net = compose(k, first.net, net3d, constrain=constraint(cfg, frames=window))
+    net = compose(k, first.net, net3d, constrain=constraint(cfg, frames=window), bounds=bounds)
     return Stage(net, [k.param_prefix + p for p in prefixes], "model3d", source=k.source(reads), window=window, crop=net.crop)
 
 

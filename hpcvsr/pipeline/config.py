@@ -376,6 +376,14 @@ def validate(cfg: Config) -> None:
                         "(write the data as CF NetCDF, e.g. python -m hpcvsr.data swe --out F.nc, and use data.source: archive)")
     if (st.path or c.location_channels) and cfg.data.source not in ("archive", "swe", "phantom"):
         raise UserError(f"place conditioning (data.static, condition.location_channels) needs a fixed grid; data.source '{cfg.data.source}' is not one")
+    _check_bounds(cfg)
+
+
+def _check_bounds(cfg: Config) -> None:
+    """data.bounds: variables that are super-resolved, lo < hi, and a degradation whose constraint can keep them."""
+    from hpcvsr.pipeline import bounds  # it reads the CF readers' ranges too, which loading a configuration needs nowhere else
+
+    bounds.check(cfg.data.bounds, variables(cfg), cfg.degrade.method, cfg.degrade.constrain)
 
 
 def _check_runs(cfg: Config) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 from hpcvsr.errors import UserError
 from hpcvsr.io.sequences import MultiArchive
 from hpcvsr.pipeline import config as config_mod
-from hpcvsr.pipeline.segments import grid_axes_of
+from hpcvsr.pipeline.segments import grid_axes_of, opening
 
 NEST_TOLERANCE = 0.01  # of a fine cell
 
@@ -42,9 +42,9 @@ def check(cfg, fine: str, coarse: str) -> int:
     """The scale of the pair (``fine``, ``coarse``), or one UserError naming both files and the problem."""
     d = cfg.data
     select, isel = dict(d.select), dict(d.isel)
-    hr = MultiArchive(fine, config_mod.variables(cfg), select=select, isel=isel)
+    hr = MultiArchive(fine, config_mod.variables(cfg), select=select, isel=isel, opening=opening(cfg))
     try:
-        lr = MultiArchive(coarse, config_mod.lr_variables(cfg), select=select, isel=isel)
+        lr = MultiArchive(coarse, config_mod.lr_variables(cfg), select=select, isel=isel, opening=opening(cfg))
     except UserError:
         hr.close()
         raise

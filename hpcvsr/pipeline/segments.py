@@ -19,6 +19,7 @@ from hpcvsr.data import blocks as bl
 from hpcvsr.data import sources
 from hpcvsr.errors import UserError
 from hpcvsr.io import sequences
+from hpcvsr.io.catalog import Opening
 from hpcvsr.ops import windows as win
 from hpcvsr.pipeline import config as config_mod
 
@@ -36,7 +37,7 @@ def file_segment(cfg, path: str, var: str, start: int = 0, stop: int | None = No
     the crop to a size divisible by the scale; the variables must share their frames and grid."""
     d, scale = cfg.data, cfg.degrade.scale
     select, isel = tuple(sorted(d.select.items())), tuple(sorted(d.isel.items()))
-    seg = bl.Segment(path, var, start, 0, name, select, isel, extra=tuple(extra))
+    seg = bl.Segment(path, var, start, 0, name, select, isel, extra=tuple(extra), opening=opening(cfg))
     arc = seg.open_all()
     try:
         T, H, W = arc.shape
@@ -44,6 +45,11 @@ def file_segment(cfg, path: str, var: str, start: int = 0, stop: int | None = No
         arc.close()
     rows, cols = frame_crop(seg.label, H, W, scale, d.crop)
     return replace(seg, stop=T if stop is None else stop, rows=rows, cols=cols)
+
+
+def opening(cfg) -> Opening:
+    """How the configured archives' files are read (data.allow_gaps, data.time_origin)."""
+    return Opening(allow_gaps=cfg.data.allow_gaps, time_origin=cfg.data.time_origin)
 
 
 def frame_crop(where: str, height: int, width: int, scale: int, mode: str) -> tuple[tuple, tuple]:

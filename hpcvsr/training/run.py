@@ -5,7 +5,8 @@
 
 Each rank reads only its block of every sequence (plus the halo frames its windows need),
 gradients are synchronised by DistributedDataParallel, and metrics are reduced across ranks.
-A run directory with checkpoints resumes; SIGTERM / SIGUSR1 checkpoint and exit 0.
+A run directory with checkpoints resumes; SIGTERM / SIGUSR1 in a training loop checkpoint the step and exit 0,
+in any other phase they end the job at once with 128 + the signal number (:func:`run_or_stop`).
 The run directory receives config.yaml, ckpt_*.pt, model.pt, metrics.json, table.md and figures.
 """
 
@@ -23,11 +24,12 @@ from hpcvsr import dist
 from hpcvsr.errors import UserError
 from hpcvsr.io import checkpoint, lock
 from hpcvsr.io.atomic import write_json, write_text
-from hpcvsr.models import VSR3D
 from hpcvsr.models import conditioning as cond
+from hpcvsr.models.bounds import limits
 from hpcvsr.ops import degrade as dg
 from hpcvsr.ops import windows as win
 from hpcvsr.ops.metrics import shave
+from hpcvsr.pipeline import bounds as bounds_mod
 from hpcvsr.pipeline import build, kinds
 from hpcvsr.pipeline import config as config_mod
 from hpcvsr.pipeline import segments as sg
@@ -69,21 +71,44 @@ def train(config=None, run_dir: str = "runs/quickstart", *, overrides=None) -> i
         cfg = build.checked(config)
     else:
         cfg = build.load_config(config, overrides or ())
+    physical_bounds(cfg)  # refusals from the archive's metadata (a header read) before the run directory is created
     return dist.launch(cfg, lambda env: run_or_stop(cfg, env, run_dir))
 
 
 def run_or_stop(cfg, env: dist.DistEnv, run_dir: str) -> int:
-    """:func:`run`, or exit 0 after a stop signal wrote the checkpoints (the same command resumes)."""
-    sg.check_inputs(cfg)  # before the run directory is created
-    if env.is_root:
-        os.makedirs(run_dir, exist_ok=True)
-    env.barrier()
+    """:func:`run`, ending soon after a stop signal (SIGTERM, SIGUSR1). In a training loop it writes
+    a checkpoint of the step and returns 0 (the same command resumes there); in any other phase it
+    ends at once, keeps the checkpoints of finished epochs and no half-written file, and returns
+    128 + the signal number (143 for SIGTERM, what a shell reports for a job the signal ended), so
+    that ``afterok`` dependencies and ``set -e`` scripts do not go on with an unfinished run."""
+    stop = dist.StopFlag().install()  # until run() installs the flag its trainer reads
     try:
+        sg.check_inputs(cfg)  # before the run directory is created
+        problem = ""
+        if env.is_root:
+            try:
+                os.makedirs(run_dir, exist_ok=True)
+            except OSError as exc:  # a parent that is a file, not writable, or on a read-only file system
+                problem = f"cannot create the run directory {run_dir}: {exc.strerror}"
+        problem = env.broadcast_object(problem)  # every rank meets the same error
+        if problem:
+            raise UserError(problem)
         with lock.held_by_root(env, os.path.join(run_dir, LOCK), f"run directory {run_dir}"):
             return run(cfg, env, run_dir)
     except trainer.Preempted:
         log.info("stopped by signal; checkpoints are in %s: run the same command again to resume", run_dir)
         return 0
+    except dist.Stopped as exc:
+        kept = os.path.isdir(run_dir) and any(n.startswith("ckpt_") and n.endswith(".pt") for n in os.listdir(run_dir))
+        # a warning: before run() sets up the log, only Python's last-resort handler prints, and only warnings
+        log.warning("stopped by signal %s; no file was left half-written; %s", exc.name,
+                    f"the checkpoints in {run_dir} (of the last finished epoch) are kept: the same command resumes from them" if kept else
+                    "there was no checkpoint yet: the same command starts again (data files finished before are reused)")
+        if env.distributed:  # now, without the closing barrier: the other ranks may be anywhere
+            dist.exit_process(128 + exc.signum)
+        return 128 + exc.signum
+    finally:
+        stop.restore()
 
 
 def conditioning_spec(cfg, train_segs: list, blocks: list) -> tuple[dict | None, torch.Tensor | None, dict]:
@@ -110,14 +135,37 @@ def inputs_text(cfg) -> str:
     return cfg.degrade.method
 
 
+def physical_bounds(cfg) -> list:
+    """(lo, hi) of every variable in physical units (None: unbounded side): ``data.bounds``, else the
+    valid range of the variable in the training archive ``data.path`` (its header only)."""
+    d, names = cfg.data, config_mod.variables(cfg)
+    valid = {}
+    if d.source == "archive" and d.path:  # without one, sg.check_inputs says what is missing
+        arcs = sg.file_segment(cfg, d.path, names[0], extra=names[1:]).open_all()
+        try:
+            valid = bounds_mod.valid_ranges(arcs.parts)
+        finally:
+            arcs.close()
+    return bounds_mod.resolve(d.bounds, names, valid, method=cfg.degrade.method, constrain=cfg.degrade.constrain)
+
+
+def baseline_clip(bounds: dict | None, device):
+    """The interpolation baselines' outputs clipped to the bounds (normalised, :func:`hpcvsr.pipeline.bounds.normalised`)
+    like the networks' outputs: a field with negative rain is no output, even as a baseline."""
+    if not bounds:
+        return lambda x: x
+    low, high = (limits(bounds[k], m).to(device, torch.float32) for k, m in (("lo", -math.inf), ("hi", math.inf)))
+    return lambda x: torch.clamp(x, low, high)
+
+
 def clip_centres(t3, net, env: dist.DistEnv) -> int:
     """Centre frames per training clip: ``train3d.centres`` for a bare 3D network with per-frame
-    features (one variable, no conditioning or constraint around it), reduced to a divisor of the
-    per-rank batch (a clip lies within one rank's batch, so with many ranks and a small global batch
+    features (one variable, no conditioning or constraint around it; a clip to bounds passes them on),
+    reduced to a divisor of the per-rank batch (a clip lies within one rank's batch, so with many ranks and a small global batch
     the clips are shorter, and the log says so); 1 (independent windows) otherwise."""
     if t3.centres == 1:
         return 1
-    if not (isinstance(net, VSR3D) and net.frame_features):
+    if not net.frame_features:
         log.info("train3d.centres=%d needs a bare vsr3d with frame_features; training independent windows", t3.centres)
         return 1
     k = math.gcd(t3.centres, trainer.per_rank_batch(t3.batch_size, env.world))
@@ -128,6 +176,7 @@ def clip_centres(t3, net, env: dist.DistEnv) -> int:
 
 def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     t0 = time.time()
+    phys_bounds = physical_bounds(cfg)  # refusals from the archive's metadata, before anything is written
     setup_logging(run_dir, env)
     stop = dist.StopFlag().install()
     cfg_path = os.path.join(run_dir, "config.yaml")
@@ -152,6 +201,11 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     write_json(os.path.join(run_dir, "logs", f"reads_rank{env.rank}.json"), reads)
     log.info("normalisation %s; rank %d owns %s", ", ".join(f"{v} [{n.lo:g}, {n.hi:g}] {n.units}" for v, n in zip(names, norms)),
              env.rank, [b.own for b in train_b])
+    bounds = bounds_mod.normalised(phys_bounds, norms)  # in every stage's outermost layer: model.pt applies them
+    if bounds:
+        log.info("bounded outputs (data.bounds, else the valid range of %s): %s%s", cfg.data.path or "the data",
+                 ", ".join(f"{v} {bounds_mod.text(*b)}" for v, b in zip(names, phys_bounds) if b != (None, None)),
+                 "; inputs out of bounds are clipped to them first" if cfg.degrade.constrain else "")
     crops = {s.label: text for s in train_segs + test_segs if (text := sg.crop_text(s))}
     for where, text in crops.items():
         log.info("%s: frames cropped to %s (data.crop: %s)", where, text, cfg.data.crop)
@@ -175,7 +229,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     spec, static, grid_info = conditioning_spec(cfg, train_segs, train_b + val_b + test_b)
     if spec and spec["static"] + spec["location"]:
         flips = False  # a mirrored patch would meet its place maps unmirrored
-    first = build.stage_2d(cfg, channels=len(names), spec=spec, static=static)
+    first = build.stage_2d(cfg, channels=len(names), spec=spec, static=static, bounds=bounds)
     model2d = first.net.to(env.device)
     histories = {}
     if kind.trains_2d:
@@ -186,7 +240,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
                                                 what=first.section)
 
     # --- stage 2: the 3D network (or the end-to-end composition) --------------------------------
-    final = build.stage_final(cfg, first, channels=len(names), spec=spec, static=static)
+    final = build.stage_final(cfg, first, channels=len(names), spec=spec, static=static, bounds=bounds)
     net, source, crop, window = (final.net, final.source, final.crop, cfg.windows.size) if kind.has_3d else (None, "lr", 0, cfg.windows.size)
     if kind.has_3d:
         t3 = cfg.train3d
@@ -201,13 +255,14 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
 
     # --- held-out evaluation: every method on the same crop ---------------------------------------
     model2d.eval()
-    methods = {"bicubic": Method(lambda x, where: x, source="bicubic"), kinds.STAGE_2D: Method(lambda x, where: cond.run(model2d, x, where))}
+    clip = baseline_clip(bounds, env.device)
+    methods = {"bicubic": Method(lambda x, where: clip(x), source="bicubic"), kinds.STAGE_2D: Method(lambda x, where: cond.run(model2d, x, where))}
     if net is not None:
         net.eval()
         methods[pipe] = Method(lambda x, where: cond.run(net, x, where), window=window, source=source, crop=crop)
     if config_mod.paired(cfg):  # the statistical baseline climate users know: quantile mapping of the coarse run, then bicubic
         if baselines.quantile_mapped(train_segs, test_b, norms, scale=scale):
-            methods = {"bicubic": methods["bicubic"], baselines.QM_METHOD: Method(lambda x, where: dg.upscale(x, scale), source="qm"),
+            methods = {"bicubic": methods["bicubic"], baselines.QM_METHOD: Method(lambda x, where: clip(dg.upscale(x, scale)), source="qm"),
                        **{k: v for k, v in methods.items() if k != "bicubic"}}
         else:
             log.warning("the quantile-mapping baseline needs xsdba (pip install 'hpcvsr[baselines]'): its row is left out")
@@ -226,12 +281,13 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
             pipeline=pipe, scale=scale, degrade=cfg.degrade.method, blur_sigma=cfg.degrade.blur_sigma, window=window,
             pad=cfg.windows.pad, crop=crop, var=names[0], normaliser={"lo": norms[0].lo, "hi": norms[0].hi, "units": norms[0].units},
             net2d=checkpoint.model_entry(model2d), model=checkpoint.model_entry(final_net), config=cfg_dict,
-            condition=grid_info, variables=[{"var": v, "lo": n.lo, "hi": n.hi, "units": n.units} for v, n in zip(names, norms)]))
+            condition=grid_info, variables=[{"var": v, "lo": n.lo, "hi": n.hi, "units": n.units, "bounds": list(b)}
+                                            for v, n, b in zip(names, norms, phys_bounds)]))
         one = len(names) == 1  # one variable: metrics keyed by method, as always; several: by variable, then method
         out = {
             "pipeline": pipe, "scale": scale, "degrade": cfg.degrade.method, "ranks": env.world, "crop": crop,
             "patches": patches, "frame_crops": crops, "notes": train_segs[0].open().notes,
-            "variables": list(names),
+            "variables": list(names), "bounds": {v: list(b) for v, b in zip(names, phys_bounds) if b != (None, None)},
             "normalisation": ({"lo": norms[0].lo, "hi": norms[0].hi, "units": norms[0].units} if one else
                               {v: {"lo": n.lo, "hi": n.hi, "units": n.units} for v, n in zip(names, norms)}),
             "metrics": {"test": test[names[0]] if one else test}, "per_frame_psnr": per_frame[names[0]] if one else per_frame,

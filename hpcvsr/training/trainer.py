@@ -121,6 +121,18 @@ def train_step(model, opt, x, y, masked: bool = False, where=None, grad_weight: 
     return loss.detach()
 
 
+def eta_seconds(steps_left: int, evals_left: int, step_seconds: float, eval_seconds: float) -> float:
+    """Seconds until a stage ends: the training steps left at the measured seconds per step, plus
+    one evaluation pass (validation and training metrics, the checkpoint) at the measured seconds
+    per pass for every epoch end still ahead. A rate of steps alone (tqdm's) misses the passes and,
+    right after one, counts its pause as one slow step: its estimate jumps to many times the truth.
+
+    >>> eta_seconds(250, 3, step_seconds=0.1, eval_seconds=30.0)  # 25 s of steps, then 3 passes
+    115.0
+    """
+    return steps_left * step_seconds + evals_left * eval_seconds
+
+
 def evaluate(task, model, env: DistEnv, split: str, precision: str = "fp32") -> dict:
     """Globally reduced metrics of ``model`` on ``split`` (identical on every rank), at the
     ``precision`` the stage trains in (the metrics themselves are summed in float64)."""
@@ -175,17 +187,23 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
             })
         env.barrier()
 
+    eval_s = 0.0  # wall time of one evaluation pass: measured before the first epoch, unknown on a resume until the first epoch end
     if not history:
+        t_eval = time.time()
         m0 = evaluate(task, model, env, "val", tcfg.precision)
         history.append({"epoch": 0, "val": m0, "train": evaluate(task, model, env, "train", tcfg.precision), "loss": None, "lr": tcfg.lr, "seconds": 0.0})
         best = m0["mse"]
         best_state = copy.deepcopy(checkpoint.cpu_state(model))
+        eval_s = time.time() - t_eval
     t_start = time.time()
+    step_s, n_timed = 0.0, 0  # wall time and number of the training steps of this job
     bar = None
     if env.is_root:
         from tqdm import tqdm
 
-        bar = tqdm(total=(tcfg.epochs - epoch) * steps - step0, desc=stage, unit="step", dynamic_ncols=True, leave=True)
+        # the estimate of the time left is eta_seconds' in the postfix: tqdm's own counts steps only
+        bar = tqdm(total=(tcfg.epochs - epoch) * steps - step0, desc=stage, unit="step", dynamic_ncols=True, leave=True,
+                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
     timed_out = False
     while epoch < tcfg.epochs and not timed_out:
         rng = np.random.default_rng([tcfg.seed, epoch])  # the same stream on every rank
@@ -193,34 +211,43 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
         loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
         t_epoch = time.time()
         base_lr = sched.get_last_lr()  # this epoch's rates; a warm-up scales them step by step
-        for step in range(step0, steps):
-            if tcfg.warmup:
-                warm_up(opt, base_lr, epoch * steps + step, tcfg.warmup * steps)
-            x, y, where = task.batch(origins[step * b_local : (step + 1) * b_local])
-            loss_sum += train_step(net, opt, x, y, masked=task.masked, where=where, grad_weight=tcfg.grad_weight,
-                                   precision=tcfg.precision).double()
-            flags = torch.tensor([float(stop.raised), float(bool(tcfg.max_minutes) and time.time() - t_start > 60 * tcfg.max_minutes)], device=env.device)
-            flags = env.all_reduce_max(flags).tolist()  # one collective: every rank decides alike
-            if bar is not None:
-                done_frames = (step - step0 + 1) * tcfg.batch_size * task.frames_per_sample
-                bar.set_postfix_str(f"epoch {epoch + 1}/{tcfg.epochs} {done_frames / max(1e-9, time.time() - t_epoch):.0f} frames/s", refresh=False)
-                bar.update()
-            if flags[0]:
-                save(epoch, step + 1)
-                log.info("%s: stop signal: checkpoint at epoch %d step %d written", stage, epoch, step + 1)
+        with stop.polled():  # a signal in the step loop stops at the next step boundary, with a checkpoint
+            for step in range(step0, steps):
+                t_step = time.time()
+                if tcfg.warmup:
+                    warm_up(opt, base_lr, epoch * steps + step, tcfg.warmup * steps)
+                x, y, where = task.batch(origins[step * b_local : (step + 1) * b_local])
+                loss_sum += train_step(net, opt, x, y, masked=task.masked, where=where, grad_weight=tcfg.grad_weight,
+                                       precision=tcfg.precision).double()
+                flags = torch.tensor([float(stop.raised), float(bool(tcfg.max_minutes) and time.time() - t_start > 60 * tcfg.max_minutes)],
+                                     device=env.device)
+                flags = env.all_reduce_max(flags).tolist()  # one collective: every rank decides alike
+                step_s, n_timed = step_s + time.time() - t_step, n_timed + 1
                 if bar is not None:
-                    bar.close()
-                raise Preempted(stage)
-            if flags[1]:
-                timed_out = True
-                log.info("%s: time limit of %.1f min reached in epoch %d", stage, tcfg.max_minutes, epoch + 1)
-                break
+                    left = eta_seconds((tcfg.epochs - epoch) * steps - step - 1, tcfg.epochs - epoch, step_s / n_timed, eval_s)
+                    if tcfg.max_minutes:
+                        left = min(left, 60 * tcfg.max_minutes - (time.time() - t_start) + eval_s)
+                    done_frames = (step - step0 + 1) * tcfg.batch_size * task.frames_per_sample
+                    bar.set_postfix_str(f"eta {tqdm.format_interval(max(0.0, left))}, epoch {epoch + 1}/{tcfg.epochs} "
+                                        f"{done_frames / max(1e-9, time.time() - t_epoch):.0f} frames/s", refresh=False)
+                    bar.update()
+                if flags[0]:
+                    save(epoch, step + 1)
+                    log.info("%s: stop signal: checkpoint at epoch %d step %d written", stage, epoch, step + 1)
+                    if bar is not None:
+                        bar.close()
+                    raise Preempted(stage)
+                if flags[1]:
+                    timed_out = True
+                    log.info("%s: time limit of %.1f min reached in epoch %d", stage, tcfg.max_minutes, epoch + 1)
+                    break
         n_steps = (step + 1 - step0) if steps > step0 else 0
         step0 = 0
         for g, lr in zip(opt.param_groups, base_lr):
             g["lr"] = lr  # the schedule continues from this epoch's rate
         sched.step()
         loss = float(env.all_reduce_sum(loss_sum.clone())) / max(1, n_steps * env.world)
+        t_eval = time.time()
         val = evaluate(task, model, env, "val", tcfg.precision)
         history.append({"epoch": epoch + 1, "val": val, "train": evaluate(task, model, env, "train", tcfg.precision), "loss": loss,
                         "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t_start})
@@ -231,6 +258,7 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
             bad += 1
         epoch += 1
         save(epoch, 0)
+        eval_s = time.time() - t_eval
         if tcfg.patience and bad >= tcfg.patience:
             log.info("%s: early stop after %d epochs without improvement", stage, bad)
             break
