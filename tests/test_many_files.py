@@ -81,6 +81,8 @@ def test_files_of_one_frame_to_zarr_equal_the_stacked_netcdf(archive):
         assert z["rain"].encoding["chunks"][0] == 8  # chunked along time as the work is
         assert float(z["rain"].min()) >= 0.0  # bounded by the files' valid_min (packed units, decoded)
     assert json.load(open(d / "R" / "metrics.json"))["bounds"] == {"rain": [0.0, None]}
+    with xr.open_dataset(d / "sr.nc", decode_times=False) as n, xr.open_dataset(d / "frames" / "radar_000.nc", decode_times=False) as f:
+        assert n["time"].dtype == f["time"].dtype  # the files' own time type (float64 here), not what a re-encoding gives
 
 
 def test_python_api_on_many_files_equals_the_command(archive):

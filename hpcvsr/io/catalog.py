@@ -210,7 +210,7 @@ def _combined(files: tuple, raw: bool, opening: Opening):
         layout, coords = _layout(ds, tname), _coords(ds, tname)
         if ref is None:
             ref = dict(file=f, tname=tname, layout=layout, coords=coords, units=str(ds[tname].attrs["units"]),
-                       calendar=str(ds[tname].attrs.get("calendar", "standard")), attrs=dict(ds[tname].attrs))
+                       calendar=str(ds[tname].attrs.get("calendar", "standard")), attrs=dict(ds[tname].attrs), dtype=ds[tname].dtype)
         else:
             why = (f"its time is '{tname}', the first file's '{ref['tname']}'" if tname != ref["tname"]
                    else _differs(ref["layout"], layout) or _coord_mismatch(ref["coords"], coords))
@@ -224,7 +224,7 @@ def _combined(files: tuple, raw: bool, opening: Opening):
     out = []
     for i in order:
         dates, ds = parts[i]
-        values = np.asarray(cftime.date2num(list(dates), units, calendar=calendar))
+        values = np.asarray(cftime.date2num(list(dates), units, calendar=calendar)).astype(ref["dtype"])  # the first file's type
         out.append(ds.assign_coords({ref["tname"]: (ref["tname"], values, ref["attrs"])}))
     combined = xr.concat(out, dim=ref["tname"], data_vars="minimal", coords="minimal", compat="override", join="override",
                          combine_attrs="override")
