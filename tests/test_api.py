@@ -208,6 +208,7 @@ def test_train_and_load_config_from_python(plain):
     assert again.returncode == 0 and "Traceback" not in again.stderr  # the command finds the same run finished
 
 
+@pytest.mark.slow  # minutes: 2,000 frames twice (run with -m slow)
 def test_lazy_output_of_2000_frames_keeps_memory_bounded(plain):
     """2,000 frames of 32x32 made lazily (never all in memory) through a 2d_3d model (not tied to a grid):
     the mean of the 33 MB super-resolved archive is computed chunk by chunk. The arrays allocated meanwhile
