@@ -108,3 +108,17 @@ def crash_after_chunks(args: list, chunks: int, timeout: float = 300.0) -> None:
         os.kill(int(pid), signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode != 0
+
+
+SMALL_RUN = ["--set", "data.frames=25", "--set", "data.size=[32,32]", "--set", "train2d.epochs=1", "--set", "train2d.patches_per_epoch=64",
+             "--set", "train2d.patch=16", "--set", "train3d.epochs=1", "--set", "train3d.patches_per_epoch=16", "--set", "train3d.patch=16",
+             "--set", "train3d.batch_size=4"]
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """A finished 2d_3d run on 25 generated frames of 32x32 (seconds of training), shared by the tests that only apply one."""
+    d = tmp_path_factory.mktemp("trained")
+    proc = run_cli("hpcvsr.train", "--run-dir", str(d), *SMALL_RUN)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return d

@@ -14,18 +14,12 @@ from hpcvsr.ops import metrics
 
 from .conftest import assert_user_error, crash_after_chunks, kill_one_rank, mpi_env, mpirun_cmd, run_cli, run_mpi, swe_file
 
-TINY = ["--set", "data.frames=25", "--set", "data.size=[32,32]", "--set", "train2d.epochs=1", "--set", "train2d.patches_per_epoch=64",
-        "--set", "train2d.patch=16", "--set", "train3d.epochs=1", "--set", "train3d.patches_per_epoch=16", "--set", "train3d.patch=16",
-        "--set", "train3d.batch_size=4"]
 ONE_THREAD = ["--set", "threads=1"]  # bitwise comparisons across rank counts need equal threads per rank
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("trained")
-    proc = run_cli("hpcvsr.train", "--run-dir", str(d), *TINY)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return d
+def run_dir(small_run):
+    return small_run
 
 
 @pytest.fixture(scope="module")

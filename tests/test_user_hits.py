@@ -51,11 +51,8 @@ def _stop(proc, limit: float = 30.0) -> tuple[str, str, float]:
 # --- 1. an output whose folder is missing ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("trained")
-    proc = run_cli("hpcvsr.train", "--run-dir", str(d), *TINY)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return d
+def run_dir(small_run):
+    return small_run
 
 
 def test_infer_into_a_missing_folder_is_one_clear_error_before_any_file(run_dir, tmp_path):
