@@ -41,7 +41,11 @@ PLAIN = Opening()  # no gaps allowed, time units as they are
 
 
 def is_time_units(units) -> bool:
-    """True for CF time units "<unit> since <date>"."""
+    """True for CF time units "<unit> since <date>".
+
+    >>> is_time_units("hours since 1900-01-01 00:00:00.0"), is_time_units("K")
+    (True, False)
+    """
     return isinstance(units, str) and bool(_TIME_UNITS.match(units))
 
 
@@ -77,18 +81,6 @@ def expand(path) -> list[str]:
     if len(set(out)) != len(out):
         raise UserError(f"{path}: names a file twice")
     return out
-
-
-def exists(path) -> bool:
-    """Whether ``path`` names at least one input (for messages that say 'not found')."""
-    try:
-        return bool(expand(path))
-    except UserError:
-        return False
-
-
-def is_many(path) -> bool:
-    return len(expand(path)) > 1
 
 
 def label(path) -> str:

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 
 import numpy as np
 
 from hpcvsr.errors import UserError
 from hpcvsr.io import catalog
+from hpcvsr.io.catalog import is_time_units  # one owner of what CF time units are
 
 # Attributes that describe storage, not meaning: xarray applies them when decoding, writers set their own.
 ENCODING_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "_Unsigned", "valid_range", "valid_min",
@@ -36,7 +36,6 @@ _NAMES = {"T": ("time", "t", "valid_time"), "Y": ("lat", "latitude", "y", "rlat"
           "X": ("lon", "longitude", "x", "rlon", "nlon", "i")}
 _LAT_UNITS = ("degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn")
 _LON_UNITS = ("degrees_east", "degree_east", "degree_e", "degrees_e", "degreee", "degreese")
-_TIME_UNITS = re.compile(r"^\s*[a-zA-Z]+\s+since\s+\S")
 
 
 def plain(value):
@@ -59,15 +58,6 @@ def plain(value):
 def plain_attrs(attrs: dict, drop: tuple = ()) -> dict:
     """Attributes as plain Python values, without the keys in ``drop``."""
     return {str(k): plain(v) for k, v in attrs.items() if k not in drop}
-
-
-def is_time_units(units) -> bool:
-    """True for CF time units "<unit> since <date>".
-
-    >>> is_time_units("hours since 1900-01-01 00:00:00.0"), is_time_units("K")
-    (True, False)
-    """
-    return isinstance(units, str) and bool(_TIME_UNITS.match(units))
 
 
 def axis_evidence(name: str, attrs: dict) -> tuple[str, int] | None:
