@@ -7,7 +7,7 @@ import dataclasses
 import shlex
 import sys
 
-from hpcvsr.errors import cli
+from hpcvsr.errors import UserError, cli
 from hpcvsr.inference import archive
 from hpcvsr.inference.archive import Job, infer
 from hpcvsr.pipeline import build
@@ -38,8 +38,17 @@ def main(argv=None) -> int:
     p.add_argument("--consolidate", action="store_true", help="copy a virtual-dataset output into one plain file")
     p.add_argument("--netcdf", action="store_true", help="write --output as CF NetCDF-4 whatever its name")
     p.add_argument("--stats", help="write timings (frames/s, MB/s) as JSON here")
+    p.add_argument("--members", type=int, default=0, metavar="N",
+                   help="write N ensemble members of a run with a generative stage (pipeline 2d_3d_gen)")
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="the members' noise: the same seed gives the same members (default 0)")
+    p.add_argument("--fss-threshold", dest="fss_thresholds", type=float, action="append", default=[], metavar="X",
+                   help="with --members and --degrade or --reference: score the members' fractions skill score of events above X "
+                   "(physical units; repeatable)")
     config_mod.add_arguments(p)
     args = p.parse_args(argv)
+    if args.seed is not None and not args.members:
+        raise UserError(f"--seed {args.seed} chooses the ensemble members' noise: give --members N too")
+    args.seed = args.seed or 0
     cfg = build.load_config(args.config, args.overrides)
     fields = {f.name for f in dataclasses.fields(Job)} - {"command"}
     args.input = args.input[0] if len(args.input) == 1 else tuple(args.input)

@@ -121,6 +121,8 @@ class Block:
     mask: torch.Tensor | None = None
     times: torch.Tensor | None = None
     qm: torch.Tensor | None = None  # paired: ``lr`` bias-corrected by quantile mapping (the statistical baseline)
+    det: torch.Tensor | None = None  # generative stage: the deterministic output of every own frame (NaN elsewhere)
+    ensmean: torch.Tensor | None = None  # generative stage, held-out frames: the ensemble mean
 
     def target(self, index) -> torch.Tensor:
         """HR frames (or patches) ``self.hr[index]`` with NaN where values are missing."""
@@ -148,8 +150,9 @@ class Block:
         return win.local_window_indices(centres, self.segment.n, self.read[0], self.read[1], size, self.pad)
 
     def buffer(self, source: str) -> torch.Tensor:
-        """The frames a model reads: 'lr', 'bicubic', 'sr2d' (or 'qm', the quantile-mapped 'lr')."""
-        buf = {"lr": self.lr, "bicubic": self.bicubic, "sr2d": self.sr2d, "qm": self.qm}[source]
+        """The frames a model reads: 'lr', 'bicubic', 'sr2d' (or 'qm', the quantile-mapped 'lr'; 'det' and
+        'ensmean', the generative stage's input and held-out ensemble mean)."""
+        buf = {"lr": self.lr, "bicubic": self.bicubic, "sr2d": self.sr2d, "qm": self.qm, "det": self.det, "ensmean": self.ensmean}[source]
         if buf is None:
             raise RuntimeError(f"block buffer '{source}' was not prepared")  # programming error
         return buf

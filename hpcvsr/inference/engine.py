@@ -25,6 +25,7 @@ from hpcvsr.models.conditioning import Where, run
 from hpcvsr.models.inputs import model_input
 from hpcvsr.models.lowering import lower
 from hpcvsr.ops import degrade as dg
+from hpcvsr.ops import noise
 from hpcvsr.ops import windows as win
 from hpcvsr.ops.metrics import shave
 from hpcvsr.pipeline import kinds
@@ -40,10 +41,12 @@ class Predictor:
     ``tile`` is the spatial tile side in HR pixels (0: whole frames) and ``tile_halo`` the
     overlap each side in LR pixels; ``precision`` 'bf16' runs the 3D bodies in bf16 (fp32 residual;
     :func:`hpcvsr.models.lowering.lower`), ``compile`` wraps the networks in ``torch.compile``.
+    ``members`` > 0 (a run with a generative stage): every frame becomes that many ensemble members,
+    whose noise comes from ``seed`` and each pixel's global frame, row and column (:mod:`hpcvsr.ops.noise`).
     """
 
     def __init__(self, run_dir: str, device, *, batch: int = 8, tile: int = 0, tile_halo: int = 16, precision: str = "fp32",
-                 compile: bool = False):
+                 compile: bool = False, members: int = 0, seed: int = 0):
         path = os.path.join(run_dir, "model.pt")
         if not os.path.exists(path):
             raise UserError(f"{run_dir}: no model.pt (is it a finished training run directory?)")
@@ -76,6 +79,16 @@ class Predictor:
         self.consistency = None if self.crop or self.degrade == "paired" else (self.degrade, self.scale, self.sigma)
         if tile and tile_halo * self.scale < self.crop:
             raise UserError(f"infer.tile_halo={tile_halo} LR pixels is smaller than the model's {self.crop}-pixel border crop")
+        self.gen = from_entry(mf.gen).to(device).eval() if mf.gen else None
+        self.members, self.seed = int(members), int(seed)
+        if self.members < 0:
+            raise UserError(f"--members must be >= 0, got {members}")
+        if self.members and self.gen is None:
+            raise UserError(f"{run_dir}: --members needs a run with a generative stage (pipeline 2d_3d_gen); this run's pipeline is "
+                            f"{self.pipeline}, which gives one deterministic output")
+        if self.members and tile and tile_halo * self.scale < self.gen.radius + 2 * self.scale:
+            raise UserError(f"infer.tile_halo={tile_halo} LR pixels is smaller than the generative stage's reach "
+                            f"({self.gen.radius} fine pixels plus its bicubic input's)")
 
     def output_positions(self, h: int, w: int, *, crop: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Where the output's rows and columns lie on an ``h`` x ``w`` low-resolution grid, in its index
@@ -101,11 +114,32 @@ class Predictor:
                 raise UserError(f"{where}: its {k} coordinate {why} of the training grid; this model's {what} apply only to that grid")
 
     @torch.no_grad()
-    def _frames(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None, origin: tuple = (0, 0)) -> torch.Tensor:
-        """Whole-frame prediction: LR buffer (T, C, h, w), windows ``idx`` (k, window) -> (k, C, H', W').
+    def _frames(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None, origin: tuple = (0, 0), *, frame0: int = 0,
+                width: int = 0) -> torch.Tensor:
+        """Whole-frame prediction: LR buffer (T, C, h, w), windows ``idx`` (k, window) -> (k, C, H', W'),
+        or (k, M, C, H', W') with ``members`` M.
 
         ``times`` (T, 4) are the buffer frames' time features, ``origin`` the high-resolution row
-        and column of the buffer's first pixel on the grid (a tile's offset)."""
+        and column of the buffer's first pixel on the grid (a tile's offset); ``frame0`` the global
+        index of the buffer's first frame and ``width`` > 0 the frame's high-resolution width on a
+        periodic x axis (members' noise: columns modulo it)."""
+        det = self._deterministic(lr, idx, times, origin)
+        if not self.members:
+            return det
+        centre = torch.from_numpy(idx[:, idx.shape[1] // 2]).to(lr.device)
+        rows = range(origin[0], origin[0] + det.shape[-2])
+        cols = torch.arange(origin[1], origin[1] + det.shape[-1])
+        cols = cols % width if width else cols
+        frames = (frame0 + idx[:, idx.shape[1] // 2]).tolist()
+        out = torch.empty((len(det), self.members, *det.shape[1:]), device=det.device)
+        for sel in torch.arange(len(det)).split(max(1, self.batch // 2)):
+            z = noise.fields(self.seed, self.members, self.gen.noise, [frames[i] for i in sel.tolist()], rows, cols, device=det.device)
+            out[sel] = self.gen(det[sel], lr[centre[sel]], z)
+        return out
+
+    @torch.no_grad()
+    def _deterministic(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None, origin: tuple = (0, 0)) -> torch.Tensor:
+        """The 2D / 3D networks' output (k, C, H', W') of windows ``idx`` of the LR buffer (:meth:`_frames`)."""
         b = self.batch
 
         def where(frames: torch.Tensor) -> Where:  # frames: (n, window) buffer indices
@@ -136,10 +170,12 @@ class Predictor:
             return torch.cat([self.shared.forward_shared(src[:, 0], w) for w in t.split(self.batch)])
         return torch.cat([run(self.net, model_input(src[w]), where(w) if where else None) for w in t.split(self.batch)])
 
-    def predict(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None, *, periodic_x: bool = False) -> torch.Tensor:
+    def predict(self, lr: torch.Tensor, idx: np.ndarray, times: torch.Tensor | None = None, *, periodic_x: bool = False,
+                frame0: int = 0) -> torch.Tensor:
         """(k, C, H - 2 crop, W - 2 crop) super-resolved frames of the LR buffer (T, C, h, w) of the
-        model's C variables, tiled when ``tile`` is set; ``times``: the buffer frames' time features
-        (T, 4) for a time-conditioned model.
+        model's C variables ((k, M, C, ...) with ``members`` M), tiled when ``tile`` is set; ``times``:
+        the buffer frames' time features (T, 4) for a time-conditioned model; ``frame0`` the global index
+        of the buffer's first frame (members' noise).
 
         ``periodic_x``: the x axis wraps around (a global longitude, :func:`hpcvsr.io.cf.periodic_x`).
         Every tile then reads ``tile_halo`` LR columns past either end of the frame from its other end,
@@ -150,17 +186,19 @@ class Predictor:
             raise RuntimeError("this model needs the frames' time features")  # programming error: infer checks the input first
         wrap = periodic_x and not self.tied_to_grid
         if not self.tile and not wrap:
-            return self._frames(lr, idx, times)
+            return self._frames(lr, idx, times, frame0=frame0)
         h, w = lr.shape[-2:]
         s, c = self.scale, self.crop
         H, W = h * s, w * s
         t_lr, halo = max(1, self.tile // s) if self.tile else 0, self.tile_halo
         if wrap and halo * s < c:
             raise UserError(f"infer.tile_halo={halo} LR pixels is smaller than the model's {c}-pixel border crop")
-        out = torch.empty((len(idx), lr.shape[1], H - 2 * c, W - 2 * c), device=lr.device)
+        lead = (len(idx), self.members) if self.members else (len(idx),)
+        out = torch.empty((*lead, lr.shape[1], H - 2 * c, W - 2 * c), device=lr.device)
         for r0, r1, k0, k1 in win.tile_grid(h, t_lr, halo):
             for q0, q1, j0, j1 in (wrapped_tiles(w, t_lr, halo) if wrap else win.tile_grid(w, t_lr, halo)):
-                part = self._frames(columns(lr[..., r0:r1, :], q0, q1).contiguous(), idx, times, (r0 * s, q0 * s))
+                part = self._frames(columns(lr[..., r0:r1, :], q0, q1).contiguous(), idx, times, (r0 * s, q0 * s), frame0=frame0,
+                                    width=W if wrap else 0)
                 # the tile's output covers HR rows [r0 s + c, r1 s - c); keep [k0 s, k1 s) within the frame's [c, H - c)
                 y0, y1 = max(k0 * s, c), min(k1 * s, H - c)
                 x0, x1 = max(j0 * s, c), min(j1 * s, W - c)
@@ -176,17 +214,19 @@ class Predictor:
         the frames are high resolution and are degraded first; ``periodic_x``: their x axis wraps around
         (:meth:`predict`; a degradation then reaches across the seam too). Returns (sr, x, lr, valid): the
         super-resolved own frames in normalised units, NaN where the input is missing, the normalised
-        input, the low-resolution frames the networks read and the input's valid cells (None: all)."""
+        input, the low-resolution frames the networks read and the input's valid cells (None: all).
+        With ``members``, sr is (b - a, M, C, H', W')."""
         (a, b), (r0, r1) = frames, read
         x, valid = fill_missing(unit(self.norms, raw), what)
         lr = self.degraded(x, periodic_x=periodic_x) if degrade else x
         idx = win.local_window_indices(np.arange(a, b), total, r0, r1, self.win_size, self.pad)
-        sr = self.predict(lr, idx, times, periodic_x=periodic_x)
+        sr = self.predict(lr, idx, times, periodic_x=periodic_x, frame0=r0)
         if valid is not None:  # missing input cells stay missing in the output
             keep = valid[a - r0 : b - r0]
             if not degrade:
                 keep = keep.repeat_interleave(self.scale, dim=-2).repeat_interleave(self.scale, dim=-1)
-            sr = sr.masked_fill(~shave(keep, self.crop), float("nan"))
+            keep = shave(keep, self.crop)
+            sr = sr.masked_fill(~(keep[:, None] if self.members else keep), float("nan"))
         return sr, x, lr, valid
 
     def degraded(self, x: torch.Tensor, *, periodic_x: bool = False) -> torch.Tensor:

@@ -10,6 +10,9 @@ variable, the conditioning and the degradation. It takes and gives physical unit
   halo frames the 3D windows need, so memory is bounded by the chunk, not the archive.
 * ``sr(ds)``: a Dataset holding the run's variables -> a Dataset of the super-resolved variables.
 * ``sr(tensor)``: (T, H, W) or (T, C, H, W) -> a tensor (T, H', W') or (T, C, H', W').
+* ``SuperResolver(run, members=N, seed=S)`` of a run with a generative stage (pipeline ``2d_3d_gen``):
+  N ensemble members along a ``realization`` dimension (after time; tensors (T, N, H', W')), the
+  same members as ``hpcvsr infer --members N --seed S``.
 * ``sr.degrade(hr)``: the run's own degradation of a high-resolution DataArray (the infer command's
   ``--degrade``), so that ``sr(sr.degrade(hr))`` is a one-line evaluation with :func:`scores`.
 
@@ -35,6 +38,7 @@ from hpcvsr.ops import windows as win
 from hpcvsr.pipeline import config as config_mod
 from hpcvsr.pipeline.segments import frame_crop, grid_axes_of
 
+REALIZATION = "realization"  # the ensemble members' dimension (CF standard_name realization)
 RUN_TAG = "hpcvsr run "  # in the history line of every output: which run made it (read back by :func:`scores`)
 
 
@@ -48,11 +52,12 @@ class SuperResolver(torch.nn.Module):
     """A finished training run, applied to arrays in physical units (see the module docstring).
 
     ``batch``, ``tile``, ``tile_halo``, ``precision`` and ``block_frames`` mean what the ``infer``
-    section of the configuration means; their defaults are the infer command's.
+    section of the configuration means; their defaults are the infer command's. ``members`` and
+    ``seed``: ensemble members of a run with a generative stage (``hpcvsr infer --members --seed``).
     """
 
     def __init__(self, run_dir: str, device=None, *, batch: int | None = None, tile: int | None = None, tile_halo: int | None = None,
-                 precision: str | None = None, block_frames: int | None = None):
+                 precision: str | None = None, block_frames: int | None = None, members: int = 0, seed: int = 0):
         super().__init__()
         d = config_mod.InferConfig()
         device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -61,9 +66,12 @@ class SuperResolver(torch.nn.Module):
             raise UserError(f"block_frames must be >= 1, got {self.block_frames}")
         self.run_dir = os.path.abspath(run_dir)
         self.pred = Predictor(run_dir, device, batch=batch or d.batch, tile=d.tile if tile is None else tile,
-                              tile_halo=d.tile_halo if tile_halo is None else tile_halo, precision=precision or d.precision)
+                              tile_halo=d.tile_halo if tile_halo is None else tile_halo, precision=precision or d.precision,
+                              members=members, seed=seed)
         self.net2d = self.pred.net2d  # registered, so that .to(device) moves the networks
         self.net = self.pred.net
+        self.gen = self.pred.gen
+        self.members = self.pred.members
         self.variables = list(self.pred.vars)
         self.scale, self.crop, self.method = self.pred.scale, self.pred.crop, self.pred.degrade
 
@@ -79,7 +87,7 @@ class SuperResolver(torch.nn.Module):
     @torch.no_grad()
     def chunk(self, read, total: int, frames: tuple, *, times=None, what: str = "input", periodic_x: bool = False) -> np.ndarray:
         """Super-resolved frames ``frames`` = [a, b) of a ``total``-frame sequence in physical units,
-        (b - a, C, H', W'); ``read(r0, r1)`` gives frames [r0, r1) (n, C, h, w) in physical units,
+        (b - a, C, H', W') ((b - a, M, C, H', W') with M members); ``read(r0, r1)`` gives frames [r0, r1) (n, C, h, w) in physical units,
         ``times(r0, r1)`` their time features (n, 4) for a time-conditioned model."""
         pred, dev = self.pred, self.device
         if pred.needs_time and times is None:
@@ -89,7 +97,8 @@ class SuperResolver(torch.nn.Module):
         t = torch.from_numpy(np.asarray(times(r0, r1), np.float32)).to(dev) if times is not None else None
         raw = torch.from_numpy(np.ascontiguousarray(read(r0, r1), dtype=np.float32)).to(dev)
         sr = pred.resolve_chunk(raw, frames=(a, b), read=(r0, r1), total=total, times=t, what=what, periodic_x=periodic_x)[0]
-        return torch.stack([n.phys(sr[:, i]) for i, n in enumerate(pred.norms)], 1).float().cpu().numpy()
+        c = sr.dim() - 3  # the channel axis
+        return torch.stack([n.phys(sr.select(c, i)) for i, n in enumerate(pred.norms)], c).float().cpu().numpy()
 
     def chunks(self, total: int) -> list:
         """The chunks [a, b) frames are computed in (those of the infer command)."""
@@ -119,7 +128,7 @@ class SuperResolver(torch.nn.Module):
         host = frames.detach().float().cpu().numpy()
         out = torch.from_numpy(np.concatenate([self.chunk(lambda r0, r1: host[r0:r1], len(host), ab, what="tensor")
                                                for ab in self.chunks(len(host))]))
-        return (out[:, 0] if x.ndim == 3 else out).to(x.device)
+        return (out.select(out.dim() - 3, 0) if x.ndim == 3 else out).to(x.device)
 
     # -- xarray -------------------------------------------------------------------------------------------
 
@@ -164,11 +173,16 @@ class SuperResolver(torch.nn.Module):
                 coords[k] = v
         for name, c in grid["coords"].items():
             coords[name] = (c["dims"], c["values"], c["attrs"])
+        dims = (tdim, ydim, xdim)
+        if self.members:
+            coords[REALIZATION] = (REALIZATION, np.arange(self.members, dtype=np.int32), {"standard_name": "realization", "long_name": "ensemble member"})
+            dims = (tdim, REALIZATION, ydim, xdim)
         results = []
         for i, da in enumerate(arrays):
-            values = out[:, i]
-            res = xr.DataArray(values, dims=(tdim, ydim, xdim), coords=coords, name=da.name, attrs=_with_history(da.attrs, self._history()))
-            results.append(res.transpose(*da.dims))
+            values = out[:, :, i] if self.members else out[:, i]
+            res = xr.DataArray(values, dims=dims, coords=coords, name=da.name, attrs=_with_history(da.attrs, self._history()))
+            # the input's order of dims, the members right after its first
+            results.append(res.transpose(*((da.dims[0], REALIZATION, *da.dims[1:]) if self.members else da.dims)))
         return results
 
     def _eager(self, data, T: int, times, what: str, periodic: bool = False) -> np.ndarray:
@@ -188,12 +202,13 @@ class SuperResolver(torch.nn.Module):
             block = np.asarray(data[r0:r1].compute(scheduler="sync"))
             return self.chunk(lambda q0, q1: block[q0 - r0 : q1 - r0], T, (a, b), times=_times_fn(times), what=what, periodic_x=periodic)
 
-        token = tokenize(data.name, self.pred.hash, self.block_frames, self.pred.tile, self.pred.precision, periodic)
+        token = tokenize(data.name, self.pred.hash, self.block_frames, self.pred.tile, self.pred.precision, periodic, self.members, self.pred.seed)
         pieces = []
         for a, b in self.chunks(T):
             r0, r1 = win.halo_range(a, b, T, self.pred.halo)
             piece = dask.delayed(task)(a, b, r0, r1, dask_key_name=f"hpcvsr-sr-{token}-{a}")
-            pieces.append(dsa.from_delayed(piece, shape=(b - a, data.shape[1], ny, nx), dtype=np.float32, name=f"hpcvsr-frames-{token}-{a}"))
+            shape = (b - a, self.members, data.shape[1], ny, nx) if self.members else (b - a, data.shape[1], ny, nx)
+            pieces.append(dsa.from_delayed(piece, shape=shape, dtype=np.float32, name=f"hpcvsr-frames-{token}-{a}"))
         return dsa.concatenate(pieces, axis=0)
 
     # -- degradation ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ Three kinds of file, each a dict saved with ``torch.save`` and loaded with ``wei
     model file (model.pt) {"format": "hpcvsr-model", "version": 2, "pipeline", "scale", "degrade",
                            "blur_sigma", "window", "pad", "crop", "var",
                            "normaliser": {"lo", "hi", "units"}, "net2d": ENTRY, "model": ENTRY, "config": {...},
-                           "condition": {...}, "variables": [{"var", "lo", "hi", "units"}, ...],
+                           "condition": {...}, "variables": [{"var", "lo", "hi", "units"}, ...], "gen": ENTRY or {},
                            "weights_sha256": hash of the two networks' tensors}
     weights               {"format": "hpcvsr-weights", "version": 2, "model": ENTRY, "made_by", "data", "history"}
 
@@ -209,12 +209,13 @@ class ModelFile:
     config: dict = field(default_factory=dict)
     condition: dict = field(default_factory=dict)  # the grid a conditioned model is tied to (train.conditioning_spec); {} if none
     variables: list = field(default_factory=list)  # [{"var", "lo", "hi", "units"}] per channel; [] in files that predate it (one: var)
+    gen: dict = field(default_factory=dict)  # model entry of the generative stage (pipeline 2d_3d_gen); {} if none
 
 
 def _weights_hash(mf: ModelFile) -> str:
     """sha256 over the networks' tensors: torch.load does not check the archive's CRCs, so a flipped
     bit in a tensor would otherwise load as a silently different model."""
-    return hashlib.sha256("".join(state_hash(e["state_dict"]) for e in (mf.net2d, mf.model)).encode()).hexdigest()
+    return hashlib.sha256("".join(state_hash(e["state_dict"]) for e in (mf.net2d, mf.model, mf.gen) if e).encode()).hexdigest()
 
 
 def save_model(path: str, mf: ModelFile) -> None:

@@ -16,6 +16,10 @@ Packing (``pack={"dtype": "int16", "lo": lo, "hi": hi}``): codes -32766..32767 c
 hi -> 32767) and -32767 is the ``_FillValue``, the scheme of ERA5's grib_to_netcdf. netCDF4
 rounds to the nearest code, so a decoded value is within half a step (:func:`packing_step`) of
 what was written. A value outside [lo, hi] raises ValueError: nothing is ever clipped silently.
+
+An ensemble (``members`` M): the variable gets a ``realization`` dimension (CF's for members)
+after time, and its mean and standard deviation over the members are written beside it as
+``<var>_mean`` and ``<var>_std``, described by ``cell_methods`` ("realization: mean", ...).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from hpcvsr.io.atomic import atomic_path
 from hpcvsr.io.cf import ENCODING_ATTRS
 
 PACK_LOW, PACK_HIGH, PACK_FILL = -32766, 32767, -32767
+REALIZATION = "realization"  # the members dimension and coordinate of an ensemble (CF standard_name realization)
 # Attributes of the input variable that do not describe the output: storage, and references to variables not carried.
 DROP_VAR_ATTRS = ENCODING_ATTRS + ("actual_range", "ancillary_variables", "cell_measures", "bounds", "grid_mapping")
 
@@ -202,9 +207,41 @@ def _checked(x, a: int, b: int, shape: tuple, pack: dict | None, fill: bool) -> 
     return x
 
 
+def member_stats(x) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (ddof=1) over the members of (k, M, H, W) frames, as (k, H, W)
+    float32 each, summed in float64 one frame at a time; NaN where a member is NaN, and a
+    standard deviation of NaN everywhere for one member.
+
+    >>> mean, std = member_stats(np.array([[[[1.0]], [[2.0]], [[6.0]]]], np.float32))
+    >>> mean.tolist(), std.tolist()
+    ([[[3.0]]], [[[2.6457512378692627]]])
+    """
+    x = np.asarray(x, np.float32)
+    mean = np.empty((x.shape[0], *x.shape[2:]), np.float32)
+    std = np.full_like(mean, np.nan)
+    for i, frame in enumerate(x):
+        mean[i] = frame.mean(axis=0, dtype=np.float64)
+        if len(frame) > 1:
+            std[i] = frame.std(axis=0, ddof=1, dtype=np.float64)
+    return mean, std
+
+
+def member_stat_attrs(attrs: dict, stat: str) -> dict:
+    """A variable's attributes for its ensemble ``stat`` ("mean" or "standard_deviation"): ``cell_methods``
+    gets "realization: <stat>" and ``long_name`` says what it is.
+
+    >>> member_stat_attrs({"units": "K", "long_name": "2 m temperature", "cell_methods": "time: point"}, "standard_deviation")
+    {'units': 'K', 'long_name': 'ensemble standard deviation (ddof=1) of 2 m temperature', 'cell_methods': 'time: point realization: standard_deviation'}
+    """
+    base = attrs.get("long_name") or attrs.get("standard_name") or "the field"
+    what = "ensemble mean" if stat == "mean" else "ensemble standard deviation (ddof=1)"
+    old = str(attrs.get("cell_methods") or "").strip()
+    return dict(attrs, long_name=f"{what} of {base}", cell_methods=f"{old} {REALIZATION}: {stat}".strip())
+
+
 def write_cf(dst: str, *, frames, n_frames: int, meta: dict, grid: dict, var: str | list, history: str, fill_value=None,
              pack: dict | None = None, compression: bool = True, frame_metrics: dict | None = None, global_attrs: dict | None = None,
-             var_attrs: list | None = None, chunk: int = 16) -> None:
+             var_attrs: list | None = None, chunk: int = 16, members: int = 0) -> None:
     """Write ``n_frames`` frames, ``frames(a, b) -> (b - a, H, W)`` float32 (NaN = missing), as a CF NetCDF-4 file.
 
     ``meta`` is the input's ``CFArchive.describe()`` (its time values must cover exactly these
@@ -216,6 +253,15 @@ def write_cf(dst: str, *, frames, n_frames: int, meta: dict, grid: dict, var: st
     ``meta``'s). ``frame_metrics`` {name: (n_frames,) values} become variables on the time dim;
     ``global_attrs`` are added as ``hpcvsr_<name>``. Existing ``dst`` is replaced (the caller
     checks overwriting).
+
+    An ensemble of ``members`` M > 0 (one variable): ``frames(a, b)`` gives (b - a, M, H, W); the
+    variable gets the dims (frames dim, ``realization``, ydim, xdim), chunks of one frame and one
+    member, and a coordinate ``realization`` (0..M-1, standard_name realization); the variables
+    ``<var>_mean`` and ``<var>_std`` (frames dim, ydim, xdim) hold the mean and the standard
+    deviation (ddof=1) over the members (:func:`member_stats`), with the variable's attributes and
+    :func:`member_stat_attrs`. Packing applies to the three, the standard deviation's on
+    [0, hi - lo]; its ``_FillValue`` is the variable's, or the netCDF default (it is missing
+    everywhere for one member).
     """
     import netCDF4 as nc
     if n_frames < 1:
@@ -225,17 +271,20 @@ def write_cf(dst: str, *, frames, n_frames: int, meta: dict, grid: dict, var: st
     attrs = list(var_attrs) if var_attrs is not None else [meta.get("attrs", {})] * len(names)
     if not len(names) == len(fills) == len(attrs):
         raise ValueError(f"{len(names)} variables, {len(fills)} fill values and {len(attrs)} attribute sets")
+    members = int(members)
+    if members < 0 or (members and len(names) > 1):
+        raise ValueError(f"members={members}: an ensemble has at least one member and one variable")
     if pack is not None:
         if str(pack.get("dtype", "int16")) != "int16":
             raise ValueError(f"only int16 packing is supported, not {pack['dtype']}")
         if len(names) > 1:
             raise ValueError("packing takes one variable")
         pack = {"lo": float(pack["lo"]), "hi": float(pack["hi"])}
-        scale, offset = packing(pack["lo"], pack["hi"])
+        packing(pack["lo"], pack["hi"])  # a bad range is refused before any frame is read
 
-    def read(a: int, b: int) -> np.ndarray:  # (b - a, C, H, W)
+    def read(a: int, b: int) -> np.ndarray:  # (b - a, C, H, W), or (b - a, M, H, W) for an ensemble
         x = np.asarray(frames(a, b), dtype=np.float32)
-        return x if isinstance(var, list) else x[:, None]
+        return x if isinstance(var, list) or members else x[:, None]
 
     tdim, ydim, xdim = meta["dims"][0] or "time", grid["ydim"], grid["xdim"]
     first = read(0, min(chunk, n_frames))
@@ -245,34 +294,62 @@ def write_cf(dst: str, *, frames, n_frames: int, meta: dict, grid: dict, var: st
         with nc.Dataset(partial, "w", format="NETCDF4") as f:
             _write_globals(f, meta, history, global_attrs)
             f.createDimension(tdim, n_frames)
+            if members:
+                f.createDimension(REALIZATION, members)
             f.createDimension(ydim, shape[0])
             f.createDimension(xdim, shape[1])
             aux = _write_time(f, tdim, meta.get("time"), n_frames) + _write_grid(f, grid) + _write_scalars(f, meta.get("scalar_coords", {}))
             mapping = meta.get("grid_mapping")
             if mapping:
                 _set_attrs(f.createVariable(mapping["name"], "i4", ()), mapping["attrs"])
-            out = []
-            for name, fill, var_meta in zip(names, fills, attrs):
-                if pack is not None:
-                    v = f.createVariable(name, "i2", (tdim, ydim, xdim), fill_value=np.int16(PACK_FILL), zlib=compression, complevel=4,
-                                         shuffle=compression, chunksizes=(1, *shape))
+
+            def frame_var(name: str, dims: tuple, fill, var_meta: dict, rng: dict | None):
+                if name in f.variables:
+                    raise ValueError(f"variable '{name}' has the name of a coordinate of the output")
+                chunks = (1,) * (len(dims) - 2) + shape
+                if rng is not None:
+                    v = f.createVariable(name, "i2", dims, fill_value=np.int16(PACK_FILL), zlib=compression, complevel=4,
+                                         shuffle=compression, chunksizes=chunks)
                 else:
-                    v = f.createVariable(name, "f4", (tdim, ydim, xdim), fill_value=np.float32(fill) if fill is not None else None,
-                                         zlib=compression, complevel=4, shuffle=compression, chunksizes=(1, *shape))
+                    v = f.createVariable(name, "f4", dims, fill_value=np.float32(fill) if fill is not None else None,
+                                         zlib=compression, complevel=4, shuffle=compression, chunksizes=chunks)
                 _set_attrs(v, var_meta, DROP_VAR_ATTRS)
                 if mapping:
                     v.setncattr("grid_mapping", mapping["name"])
                 if aux:
                     v.setncattr("coordinates", " ".join(aux))
-                if pack is not None:
+                if rng is not None:
+                    scale, offset = packing(rng["lo"], rng["hi"])
                     v.setncattr("scale_factor", np.float64(scale))
                     v.setncattr("add_offset", np.float64(offset))
-                out.append((v, pack is not None or fill is not None))
+                return v, rng is not None or fill is not None, rng
+
+            if members:
+                if REALIZATION in f.variables:
+                    raise ValueError(f"the output's members dimension '{REALIZATION}' has the name of a coordinate of the input")
+                rv = f.createVariable(REALIZATION, "i4", (REALIZATION,))
+                rv.setncattr("standard_name", "realization")
+                rv.setncattr("long_name", "ensemble member")
+                rv[:] = np.arange(members, dtype=np.int32)
+                name, fill, var_meta = names[0], fills[0], attrs[0]
+                spread = None if pack is None else {"lo": 0.0, "hi": pack["hi"] - pack["lo"]}
+                out = [frame_var(name, (tdim, REALIZATION, ydim, xdim), fill, var_meta, pack),
+                       frame_var(f"{name}_mean", (tdim, ydim, xdim), fill, member_stat_attrs(var_meta, "mean"), pack),
+                       frame_var(f"{name}_std", (tdim, ydim, xdim), fill if fill is not None else nc.default_fillvals["f4"],
+                                 member_stat_attrs(var_meta, "standard_deviation"), spread)]
+            else:
+                out = [frame_var(name, (tdim, ydim, xdim), fill, var_meta, pack) for name, fill, var_meta in zip(names, fills, attrs)]
             _write_metrics(f, tdim, frame_metrics or {}, n_frames)
             for a in range(0, n_frames, chunk):
                 b = min(n_frames, a + chunk)
                 x = first if a == 0 else read(a, b)
-                if x.shape[1] != len(names):
-                    raise ValueError(f"frames({a}, {b}) gave {x.shape[1]} variables, expected {len(names)}")
-                for c, (v, has_fill) in enumerate(out):
-                    v[a:b] = _checked(x[:, c], a, b, shape, pack, has_fill)
+                if members:
+                    if x.shape[1:2] != (members,):
+                        raise ValueError(f"frames({a}, {b}) gave {x.shape[1] if x.ndim > 1 else 0} members, expected {members}")
+                    parts = [(x, (members, *shape)), *((m, shape) for m in member_stats(x))]
+                else:
+                    if x.shape[1] != len(names):
+                        raise ValueError(f"frames({a}, {b}) gave {x.shape[1]} variables, expected {len(names)}")
+                    parts = [(x[:, c], shape) for c in range(len(names))]
+                for (v, has_fill, rng), (values, frame) in zip(out, parts):
+                    v[a:b] = _checked(values, a, b, frame, rng, has_fill)

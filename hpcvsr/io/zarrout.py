@@ -41,19 +41,29 @@ class ZarrOutput:
     """The interface of :class:`hpcvsr.io.h5out.SROutput` for a Zarr store built from ``template()``
     (called on rank 0 only, when the store is created).
 
-    ``frame_vars`` are the template's variables (along its first dim) that chunks write; ``chunk_list``
-    the work chunks (equal lengths but the last, aligned with the stored chunks).
+    ``frame_vars`` are the template's variables (along its first dim) that the frames of a chunk
+    fill; ``extra_vars`` {name: template variable} those filled by :meth:`write`'s ``extra``
+    (an ensemble's mean and standard deviation); ``extra_rows`` {name: row shape} more per-frame
+    metric rows kept with the progress records; ``chunk_list`` the work chunks (equal lengths but
+    the last, aligned with the stored chunks). A variable with dims between time and the grid (an
+    ensemble's members) is stored in chunks of one index of each.
     """
 
     mode = "zarr"
 
     def __init__(self, path: str, template, *, frame_vars: list, chunk_list: list, env, metrics: bool = False,
-                 overwrite: bool = False, layout: dict | None = None):
+                 overwrite: bool = False, layout: dict | None = None, extra_vars: dict | None = None, extra_rows: dict | None = None):
         import xarray as xr
         self.path, self.partial, self.env, self.chunks = path, path + ".partial", env, chunk_list
         self.frame_vars, self.metrics = list(frame_vars), metrics
+        self.extra_vars = dict(extra_vars or {})
+        self.extra_rows = {k: tuple(int(n) for n in v) for k, v in (extra_rows or {}).items()}
         self.progress = path + ".parts"  # beside the store, so that it stays a plain Zarr hierarchy
         self.layout = dict(layout or {}, chunks=[list(c) for c in chunk_list], metrics=metrics, format="zarr")
+        if self.extra_vars:
+            self.layout["extra_vars"] = dict(self.extra_vars)
+        if self.extra_rows:
+            self.layout["extra_rows"] = {k: list(v) for k, v in self.extra_rows.items()}
         self.overwrite = overwrite
         if env.is_root:
             check_writable(path, overwrite)
@@ -73,10 +83,11 @@ class ZarrOutput:
 
     def _encoding(self, template) -> dict:
         enc = {}
-        for name in self.frame_vars:
+        frames = self.chunks[0][1] - self.chunks[0][0]
+        for name in (*self.frame_vars, *self.extra_vars.values()):
             v = template[name]
-            frames = self.chunks[0][1] - self.chunks[0][0]
-            enc[name] = {"chunks": chunks_of(frames, *v.shape[-2:]) if v.ndim == 3 else (frames, *v.shape[1:-2], *chunks_of(frames, *v.shape[-2:])[1:])}
+            _, rows, width = chunks_of(frames, *v.shape[-2:])
+            enc[name] = {"chunks": (frames, *(1,) * (v.ndim - 3), rows, width)}  # one member (index of a middle dim) a chunk
         return enc
 
     def _check_layout(self, old: dict) -> None:
@@ -98,14 +109,20 @@ class ZarrOutput:
         """Chunk ids written completely in this or an earlier run."""
         return {i for i in range(len(self.chunks)) if os.path.exists(self._chunk_file(i))}
 
-    def write(self, cid: int, frames: np.ndarray, frame_metrics: dict | None = None) -> None:
-        """Frames (b - a, [C,] H, W) of chunk ``cid`` into its region, then its progress record."""
+    def write(self, cid: int, frames: np.ndarray, frame_metrics: dict | None = None, extra: dict | None = None) -> None:
+        """Frames (b - a, [C or M,] H, W) of chunk ``cid`` (one frame variable: as they are; several:
+        the variables along the second axis) and its ``extra`` {name: (b - a, ...)} into its region,
+        then its progress record with the metric rows."""
         import xarray as xr
         a, b = self.chunks[cid]
+        extra = dict(extra or {})
+        if set(extra) != set(self.extra_vars):
+            raise ValueError(f"chunk {cid}: extra variables {sorted(extra)} given, the output has {sorted(self.extra_vars)}")
         frames = np.asarray(frames, np.float32)
         parts = [frames] if len(self.frame_vars) == 1 else [frames[:, i] for i in range(len(self.frame_vars))]
+        values = dict(zip(self.frame_vars, parts), **{self.extra_vars[k]: np.asarray(v, np.float32) for k, v in extra.items()})
         store = xr.open_zarr(self.partial, consolidated=False)
-        region = xr.Dataset({n: (store[n].dims, p) for n, p in zip(self.frame_vars, parts)})
+        region = xr.Dataset({n: (store[n].dims, p) for n, p in values.items()})
         region.to_zarr(self.partial, region={self.tdim: slice(a, b)}, mode="r+", consolidated=False)
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in (frame_metrics or {}).items()})
@@ -113,12 +130,13 @@ class ZarrOutput:
 
     def read_metrics(self, cids) -> dict:
         """Per-frame metric rows of chunks ``cids`` (from whatever run wrote them)."""
-        rows = {k: [] for k in FRAME_FIELDS}
+        fields = (*FRAME_FIELDS, *self.extra_rows)
+        rows = {k: [] for k in fields}
         for cid in cids:
             with np.load(self._chunk_file(cid)) as f:
-                for k in FRAME_FIELDS:
+                for k in fields:
                     rows[k].append(f[k])
-        return {k: np.concatenate(v) if v else np.zeros(0) for k, v in rows.items()}
+        return {k: np.concatenate(v) if v else np.zeros((0, *self.extra_rows.get(k, ()))) for k, v in rows.items()}
 
     def finish(self, global_metrics: dict | None, frame_metrics=None) -> None:
         """Collective: rank 0 stores the metric variables (``frame_metrics(rows) -> {name: (T,)}``) and
@@ -127,13 +145,14 @@ class ZarrOutput:
         import zarr
         self.env.barrier()
         if self.env.is_root:
+            kept = dict(zarr.open_group(self.partial, mode="r").attrs)  # appending variables with xarray rewrites the root attributes
             if self.metrics and frame_metrics is not None:
                 variables = frame_metrics(self.read_metrics(range(len(self.chunks))))
                 ds = xr.Dataset({k: (self.tdim, np.asarray(v, np.float64), {"long_name": f"per-frame {k.replace('_', ' ')}"})
                                  for k, v in variables.items()})
                 ds.to_zarr(self.partial, mode="a", consolidated=False)
             group = zarr.open_group(self.partial, mode="r+")
-            group.attrs.update({f"hpcvsr_metric_{k}": float(v) for k, v in (global_metrics or {}).items()})
+            group.attrs.update({**kept, **{f"hpcvsr_metric_{k}": float(v) for k, v in (global_metrics or {}).items()}})
             shutil.rmtree(self.progress)
             zarr.consolidate_metadata(self.partial)
             if os.path.exists(self.path):  # --overwrite, checked at the start

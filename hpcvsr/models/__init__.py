@@ -16,6 +16,7 @@ from hpcvsr.models.composite import Joint2D3D, Reverse3D2D
 from hpcvsr.models.conditioning import Conditioned
 from hpcvsr.models.constraint import Constrained
 from hpcvsr.models.fsrcnn import FSRCNN, ClimateFSRCNN
+from hpcvsr.models.generative import ResidualGenerator
 from hpcvsr.models.srcnn import SRCNN
 from hpcvsr.models.variables import Variables
 from hpcvsr.models.vsr3d import VSR3D, SRNet3D
@@ -32,10 +33,12 @@ MODELS = {
     "variables": Variables,  # a network shared by several variables plus a mixing head: from its part (net) and kwargs
     "constrained": Constrained,  # a network plus the exact consistency projection onto its input: from its part (net) and kwargs
     "bounded": Bounded,  # a network plus a clip of its output to each variable's bounds: from its part (net) and kwargs
+    "residual_gen": ResidualGenerator,  # the generative stage: ensemble members of a deterministic output (pipeline 2d_3d_gen)
 }
 
 MODELS_2D = ("srcnn", "fsrcnn", "climate_fsrcnn")
 MODELS_3D = ("vsr3d", "srnet3d")
+MODELS_GEN = ("residual_gen",)
 
 
 def build(name: str, scale: int, **kwargs):

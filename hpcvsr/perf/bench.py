@@ -146,6 +146,8 @@ def inference_parts(run_dir: str, lr: torch.Tensor, *, batch: int, peaks: dict, 
                 s = seconds_per_call(f, min_seconds)
                 row = {"part": part, "precision": precision, "frames_per_s": T / s, "macs_per_frame": count / T if count else None}
                 rows.append(row)
+        if pred.gen is not None:  # a generative stage: members/s beside the deterministic frames/s, one network pass per member
+            rows.append(_members_row(run_dir, lr, idx, batch=batch, precision=precision, min_seconds=min_seconds, deterministic=s))
     for row in rows:  # compiled networks hide their layers from the hooks: the same arithmetic as uncompiled
         if row["macs_per_frame"] is None:
             row["macs_per_frame"] = next(r["macs_per_frame"] for r in rows if r["part"] == row["part"] and r["macs_per_frame"])
@@ -153,6 +155,25 @@ def inference_parts(run_dir: str, lr: torch.Tensor, *, batch: int, peaks: dict, 
         row["GFLOP_per_s"] = 2 * row["macs_per_frame"] * row["frames_per_s"] / 1e9
         row["fraction_of_peak"] = row["GFLOP_per_s"] / pk
     return rows
+
+
+GEN_MEMBERS = 4  # members per frame in the bench's ensemble row
+
+
+def _members_row(run_dir: str, lr: torch.Tensor, idx, *, batch: int, precision: str, min_seconds: float, deterministic: float) -> dict:
+    """The fused pipeline with :data:`GEN_MEMBERS` members per frame: frames/s, members/s, what a member
+    costs beside the deterministic output (``deterministic``: its seconds per call) and the sampler's steps."""
+    from hpcvsr.inference.engine import Predictor
+
+    T = len(lr)
+    pred = Predictor(run_dir, torch.device("cpu"), batch=batch, precision=precision.split("+")[0], members=GEN_MEMBERS)
+    f = partial(pred.predict, lr, idx)
+    count = macs(torch.nn.ModuleList([pred.net2d, pred.shared or pred.net, pred.gen]), call=f)
+    with torch.no_grad():
+        s = seconds_per_call(f, min_seconds)
+    return {"part": f"fused + {GEN_MEMBERS} members", "precision": precision, "frames_per_s": T / s, "members_per_s": T * GEN_MEMBERS / s,
+            "member_cost_vs_deterministic": (s - deterministic) / GEN_MEMBERS / deterministic, "sampler_steps": 1,
+            "macs_per_frame": count / T}
 
 
 def training_steps(run_dir: str, *, peaks: dict, min_seconds: float) -> list[dict]:
@@ -246,9 +267,12 @@ def _print_tables(res: dict) -> None:
           f"conv3d 32->32 fp32 {pk['conv3d_fp32']:.0f}, bf16 {pk['conv3d_bf16']:.0f}; peak (the larger) fp32 {pk['fp32']:.0f}, bf16 {pk['bf16']:.0f}")
     c = res["macs_per_output_pixel"]
     print("multiply-adds per output pixel: " + ", ".join(f"{k} {v:.0f}" for k, v in c.items()))
-    print("\n| inference (in-process) | precision | frames/s | GFLOP/s | % of peak |\n|---|---|---|---|---|")
+    print("\n| inference (in-process) | precision | frames/s | members/s | GFLOP/s | % of peak |\n|---|---|---|---|---|---|")
     for r in res["inference"]:
-        print(f"| {r['part']} | {r['precision']} | {r['frames_per_s']:.1f} | {r['GFLOP_per_s']:.0f} | {100 * r['fraction_of_peak']:.0f} |")
+        members = "-"
+        if "members_per_s" in r:
+            members = f"{r['members_per_s']:.1f} ({r['sampler_steps']} pass each, {r['member_cost_vs_deterministic']:.2f}x a frame)"
+        print(f"| {r['part']} | {r['precision']} | {r['frames_per_s']:.1f} | {members} | {r['GFLOP_per_s']:.0f} | {100 * r['fraction_of_peak']:.0f} |")
     print("\n| training step | precision | batch x patch | windows/s | GFLOP/s | % of peak |\n|---|---|---|---|---|---|")
     for r in res["training"]:
         print(f"| {r['stage']} | {r['precision']} | {r['batch']} x {r['patch']} | {r['windows_per_s']:.0f} | {r['GFLOP_per_s']:.0f} | "

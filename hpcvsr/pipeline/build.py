@@ -17,7 +17,7 @@ import torch
 
 from hpcvsr.errors import UserError
 from hpcvsr.io import weights as weight_files
-from hpcvsr.models import MODELS, MODELS_2D, MODELS_3D, around, build
+from hpcvsr.models import MODELS, MODELS_2D, MODELS_3D, MODELS_GEN, around, build
 from hpcvsr.models import weights as weights_mod
 from hpcvsr.models.conditioning import set_static
 from hpcvsr.pipeline import config as config_mod
@@ -178,6 +178,21 @@ def stage_final(cfg, first: Stage, *, channels: int = 1, spec: dict | None = Non
     return Stage(net, [k.param_prefix + p for p in prefixes], "model3d", source=k.source(reads), window=window, crop=net.crop)
 
 
+def build_gen(cfg, *, channels: int = 1, amplitude: list | None = None, bounds: dict | None = None):
+    """The generative stage (``modelgen``) of a pipeline with one (:mod:`hpcvsr.models.generative`), from
+    ``traingen.seed``: for ``channels`` variables, its residual scaled by ``amplitude`` (per channel,
+    normalised units), its members bounded by ``bounds`` and, with ``degrade.constrain``, consistent."""
+    m, g = cfg.modelgen, cfg.degrade
+    if m.name not in MODELS_GEN:
+        raise UserError(f"modelgen.name must be one of {', '.join(MODELS_GEN)}, got '{m.name}'")
+    if m.init:
+        raise UserError("modelgen.init: the generative stage trains from scratch on the residual of this run's own 2D->3D output")
+    torch.manual_seed(cfg.traingen.seed + 2)
+    b = bounds or {}
+    return build(m.name, g.scale, **dict(m.kwargs, channels=channels, method=g.method, sigma=g.blur_sigma, constrain=g.constrain,
+                                         lo=b.get("lo"), hi=b.get("hi"), amplitude=amplitude))
+
+
 def check(cfg) -> None:
     """Cross-field checks that need the models; raises a UserError naming the keys."""
     k = kind(cfg.pipeline)
@@ -205,6 +220,19 @@ def check(cfg) -> None:
                             "vsr3d reads their bicubic upscale, which does not degrade back to them (or use pipeline 2d_3d)")
     if k.has_3d and cfg.train3d.patch <= 2 * crop:
         raise UserError(f"train3d.patch={cfg.train3d.patch} leaves nothing after the 3D model's {crop}-pixel border crop")
+    if k.generative:
+        if len(cfg.data.vars) > 1:
+            raise UserError(f"pipeline {k.name} takes one variable; data.vars {list(cfg.data.vars)} needs pipeline 2d, 3d or 2d_3d")
+        if crop:
+            raise UserError(f"pipeline {k.name} needs whole output frames, but model3d {cfg.model3d.name} crops a {crop}-pixel border "
+                            "(set model3d.kwargs.same_padding: true)")
+        with torch.random.fork_rng(devices=[]):
+            gen = build_gen(cfg)
+        weights_mod.check_layers(gen, cfg.modelgen.freeze, "modelgen.freeze")
+        weights_mod.check_layers(gen, cfg.modelgen.lr_mult, "modelgen.lr_mult")
+        if cfg.infer.tile and cfg.infer.tile_halo * cfg.degrade.scale < gen.radius + 2 * cfg.degrade.scale:
+            raise UserError(f"infer.tile_halo={cfg.infer.tile_halo} LR pixels is smaller than the generative stage's reach of "
+                            f"{gen.radius} fine pixels plus its bicubic input's")
     if cfg.infer.tile and cfg.infer.tile_halo * cfg.degrade.scale < crop:
         raise UserError(f"infer.tile_halo={cfg.infer.tile_halo} LR pixels is smaller than the model's {crop}-pixel border crop")
 

@@ -91,6 +91,7 @@ class TrainConfig:
     grad_weight: float = 0.0  # weight of a loss term on the fields' finite differences (sharper, more high-wavenumber energy)
     precision: str = "fp32"  # fp32 | bf16: forward and backward under bf16 autocast, fp32 master weights
     centres: int = 1  # 3D stage: consecutive centre frames per training clip, whose windows share per-frame work
+    members: int = 4  # generative stage (traingen): ensemble members per training sample, scored by their fair CRPS (>= 2)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,9 @@ class Config:
     # the 3D stage starts as its zero-initialised residual (the 2D output): a one-epoch warm-up keeps the first
     # full-size Adam steps from knocking that start off (measured: README "The 3D training recipe")
     train3d: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=8, patch=40, patches_per_epoch=512, warmup=1.0))
+    # pipeline 2d_3d_gen: the generative model of the 2D->3D residual (hpcvsr.models.generative) and its training
+    modelgen: ModelConfig = field(default_factory=lambda: ModelConfig(name="residual_gen", init=""))
+    traingen: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=8, patch=48, patches_per_epoch=1024, lr=5e-4))
     windows: WindowConfig = field(default_factory=WindowConfig)
     condition: ConditionConfig = field(default_factory=ConditionConfig)
     infer: InferConfig = field(default_factory=InferConfig)
@@ -152,6 +156,8 @@ CHOICES = {
     "infer.precision": PRECISIONS,
     "train2d.precision": PRECISIONS,
     "train3d.precision": PRECISIONS,
+    "traingen.schedule": ("none", "cosine", "step"),
+    "traingen.precision": PRECISIONS,
     "infer.compression": ("", "gzip", "lzf"),
     "device": ("auto", "cpu", "cuda"),
 }
@@ -333,13 +339,15 @@ def validate(cfg: Config) -> None:
     if len(cfg.data.size) != 2 or min(cfg.data.size) < 8:
         raise UserError(f"data.size must be [H, W] with both >= 8, got {cfg.data.size}")
     kind = KINDS[cfg.pipeline]
-    for name, used in (("train2d", kind.trains_2d), ("train3d", kind.has_3d)):
+    for name, used in (("train2d", kind.trains_2d), ("train3d", kind.has_3d), ("traingen", kind.generative)):
         t = getattr(cfg, name)
         if t.batch_size < 1 or t.epochs < 0 or t.patch < 8 or t.lr <= 0 or t.warmup < 0 or t.grad_weight < 0 or t.centres < 1:
             raise UserError(f"{name}: batch_size >= 1, epochs >= 0, patch >= 8, lr > 0, warmup >= 0, grad_weight >= 0 and centres >= 1 "
                             "are required")
-        if name == "train2d" and t.centres != 1:
-            raise UserError("train2d.centres applies to the 3D stage only (train3d.centres)")
+        if name != "train3d" and t.centres != 1:
+            raise UserError(f"{name}.centres applies to the 3D stage only (train3d.centres)")
+        if name == "traingen" and t.members < 2:
+            raise UserError(f"traingen.members={t.members}: the fair CRPS needs at least 2 members per sample")
         if t.patch % cfg.degrade.scale:
             raise UserError(f"{name}.patch={t.patch} is not divisible by degrade.scale={cfg.degrade.scale}")
         if not used:  # the stage does not train in this pipeline

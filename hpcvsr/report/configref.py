@@ -47,16 +47,18 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _rows(cls, prefix: str) -> tuple[list, list]:
-    """(table rows of cls's plain fields, (prefix, dataclass) of its nested sections)."""
+def _rows(cls, prefix: str, value=None) -> tuple[list, list]:
+    """(table rows of cls's plain fields, (prefix, dataclass, its default) of its nested sections); ``value``:
+    the section's default as the configuration holds it (a section's defaults may differ from its class's:
+    train3d's epochs are not train2d's)."""
     hints, notes = typing.get_type_hints(cls), _comments(cls)
     rows, nested = [], []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            nested.append((prefix + f.name, tp))
+            nested.append((prefix + f.name, tp, getattr(value, f.name) if value is not None else None))
             continue
-        default = _default(f)
+        default = getattr(value, f.name) if value is not None else _default(f)
         shown = f"`{default!r}`" if not isinstance(default, str) else (f"`{default}`" if default else "`''`")
         rows.append(f"| `{prefix}{f.name}` | {_cell(config_mod._type_name(tp))} | {_cell(shown)} | {_cell(notes.get(f.name, ''))} |")
     return rows, nested
@@ -64,11 +66,11 @@ def _rows(cls, prefix: str) -> tuple[list, list]:
 
 def reference() -> str:
     parts = [HEADER]
-    top, sections = _rows(config_mod.Config, "")
+    top, sections = _rows(config_mod.Config, "", config_mod.Config())
     parts += ["\n## Top level\n", "| key | type | default | meaning |", "|---|---|---|---|", *top]
     while sections:
-        name, cls = sections.pop(0)
-        rows, nested = _rows(cls, name + ".")
+        name, cls, value = sections.pop(0)
+        rows, nested = _rows(cls, name + ".", value)
         parts += [f"\n## `{name}`\n", "| key | type | default | meaning |", "|---|---|---|---|", *rows]
         sections = nested + sections
     return "\n".join(parts) + "\n"

@@ -47,6 +47,26 @@ def lead_time_table(test: dict, units: str = "") -> str:
 SMALL_GAIN_DB = 0.05  # a trained stage that gains less than this on validation is reported as not helping
 
 
+def ensemble_table(test: dict, units: str = "") -> str:
+    """CRPS of every row (a deterministic output's is its MAE) and, for an ensemble, the spread-skill
+    ratio, its members' HF energy ratio, the rank histogram's distance from flat and the fractions skill scores."""
+    u = units or "phys"
+    fss = sorted({t for m in test.values() for t in (m.get("fss") or {})}, key=float)
+    head = ["method", f"CRPS ({u})", "CRPS / MAE of 2d_3d", "spread-skill", "HF energy (members)", "HF energy (mean)", "rank hist. distance from flat",
+            *[f"FSS > {t} {units}".rstrip() for t in fss]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in [m for m in METHOD_ORDER if m in test] + [m for m in test if m not in METHOD_ORDER]:
+        r = test[m]
+        if "crps" not in r:
+            continue
+        hf_mean = r.get("hf_energy_ratio_mean", r.get("hf_energy_ratio") if "spread_skill" not in r else None)
+        cells = [f"{r['crps']:.4g}", _fmt(r.get("crps_over_mae"), "ssim"), _fmt(r.get("spread_skill"), "ssim"),
+                 _fmt(r.get("hf_energy_ratio") if "spread_skill" in r else None, "ssim"), _fmt(hf_mean, "ssim"), _fmt(r.get("rank_flatness"), "ssim"),
+                 *[_fmt((r.get("fss") or {}).get(t), "ssim") for t in fss]]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def stage_note(stage: str, history: list) -> str:
     """One plain sentence when stage ``stage`` did not improve on its start on validation ('' when it did).
 

@@ -34,7 +34,7 @@ from hpcvsr.pipeline import build, kinds
 from hpcvsr.pipeline import config as config_mod
 from hpcvsr.pipeline import segments as sg
 from hpcvsr.report import tables as report
-from hpcvsr.training import baselines, trainer
+from hpcvsr.training import baselines, generative, trainer
 from hpcvsr.training.compare import Method, evaluate_methods
 from hpcvsr.training.patches import PatchTask, prepare_inputs, window_frames
 
@@ -253,13 +253,33 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     else:
         prepare_inputs(test_b, scale)
 
+    # --- stage 3: the generative model of the 2D->3D residual -----------------------------------
+    gen = None
+    if kind.generative:
+        tg = cfg.traingen
+        generative.prepare_det(train_b + val_b + test_b, net, source=source, window=window)
+        amplitude = generative.residual_std(train_b, env)
+        log.info("generative stage: residual of the 2D->3D output, standard deviation %s (normalised)", ", ".join(f"{a:.4g}" for a in amplitude))
+        gen = build.build_gen(cfg, channels=len(names), amplitude=amplitude, bounds=bounds).to(env.device)
+        task = generative.GenTask(train=train_b, val=val_b, scale=scale, patch=fitted("traingen", tg.patch), flips=flips, members=tg.members,
+                                  noise=gen.noise)
+        histories[kinds.STAGE_GEN] = trainer.fit(task, gen, tg, env, ckpt_path=os.path.join(run_dir, f"ckpt_{kinds.STAGE_GEN}.pt"), stop=stop,
+                                                 stage=kinds.STAGE_GEN, config=cfg_dict, freeze=list(cfg.modelgen.freeze),
+                                                 lr_mult=dict(cfg.modelgen.lr_mult), what="modelgen")
+
     # --- held-out evaluation: every method on the same crop ---------------------------------------
     model2d.eval()
     clip = baseline_clip(bounds, env.device)
     methods = {"bicubic": Method(lambda x, where: clip(x), source="bicubic"), kinds.STAGE_2D: Method(lambda x, where: cond.run(model2d, x, where))}
+    det_row = generative.DET_ROW if gen is not None else pipe  # the deterministic row of a generative pipeline is its 2D->3D output
     if net is not None:
         net.eval()
-        methods[pipe] = Method(lambda x, where: cond.run(net, x, where), window=window, source=source, crop=crop)
+        methods[det_row] = Method(lambda x, where: cond.run(net, x, where), window=window, source=source, crop=crop)
+    ensemble = None
+    if gen is not None:  # the held-out members: their mean is a method like the others, their scores are added to its row
+        gen.eval()
+        ensemble = generative.held_out(gen, test_b, env, norms=norms, scale=scale)
+        methods[pipe] = Method(lambda x, where: x, source="ensmean")
     if config_mod.paired(cfg):  # the statistical baseline climate users know: quantile mapping of the coarse run, then bicubic
         if baselines.quantile_mapped(train_segs, test_b, norms, scale=scale):
             methods = {"bicubic": methods["bicubic"], baselines.QM_METHOD: Method(lambda x, where: clip(dg.upscale(x, scale)), source="qm"),
@@ -268,12 +288,15 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
             log.warning("the quantile-mapping baseline needs xsdba (pip install 'hpcvsr[baselines]'): its row is left out")
     test, per_frame = evaluate_methods(methods, test_b, crop=crop, norms=norms, scale=scale, env=env,  # {variable: {method: ...}}
                                        degradation=None if config_mod.paired(cfg) else (cfg.degrade.method, scale, cfg.degrade.blur_sigma))
+    if ensemble is not None:
+        generative.add_scores(test, ensemble, det_row=det_row, row=pipe, norms=norms)
     final_net = net if net is not None else model2d
     fingerprint = checkpoint.state_hash(final_net.state_dict())
     log.info("rank %d final parameters sha256 %s", env.rank, fingerprint)
     write_text(os.path.join(run_dir, "logs", f"params_rank{env.rank}.txt"), fingerprint + "\n")
 
-    notes = {stage: note for stage, hist in histories.items() if stage != kinds.STAGE_2D and (note := report.stage_note(stage, hist))}
+    notes = {stage: note for stage, hist in histories.items()
+             if stage not in (kinds.STAGE_2D, kinds.STAGE_GEN) and (note := report.stage_note(stage, hist))}
     for note in notes.values():
         log.warning("note: %s", note)
     if env.is_root:
@@ -282,7 +305,8 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
             pad=cfg.windows.pad, crop=crop, var=names[0], normaliser={"lo": norms[0].lo, "hi": norms[0].hi, "units": norms[0].units},
             net2d=checkpoint.model_entry(model2d), model=checkpoint.model_entry(final_net), config=cfg_dict,
             condition=grid_info, variables=[{"var": v, "lo": n.lo, "hi": n.hi, "units": n.units, "bounds": list(b)}
-                                            for v, n, b in zip(names, norms, phys_bounds)]))
+                                            for v, n, b in zip(names, norms, phys_bounds)],
+            gen=checkpoint.model_entry(gen) if gen is not None else {}))
         one = len(names) == 1  # one variable: metrics keyed by method, as always; several: by variable, then method
         out = {
             "pipeline": pipe, "scale": scale, "degrade": cfg.degrade.method, "ranks": env.world, "crop": crop,
@@ -316,6 +340,8 @@ def write_table(path: str, cfg, *, ranks: int, names, norms, test: dict, test_se
                  f"PSNR/SSIM on {'data' if one else v} normalised to [{n.lo:.4g}, {n.hi:.4g}] {n.units}, RMSE in {n.units or 'physical units'}.\n",
                  report.test_table(test[v], n.units),
                  "\nBy lead time (a coarse run drifts from the fine one as time goes on):\n\n", report.lead_time_table(test[v], n.units)]
+        if any("spread_skill" in m for m in test[v].values()):
+            text += ["\nEnsemble scores (a deterministic output's CRPS is its MAE):\n\n", report.ensemble_table(test[v], n.units)]
     for stage, hist in histories.items():
         text += [f"\n## stage {stage}: initial vs final (validation = trailing {cfg.data.val_fraction:.0%} of each training sequence)\n",
                  report.stage_table(hist)] + ([f"\n**Note:** {notes[stage]}.\n"] if notes.get(stage) else [])

@@ -101,19 +101,24 @@ def gradient_mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
-def train_step(model, opt, x, y, masked: bool = False, where=None, grad_weight: float = 0.0, precision: str = "fp32") -> torch.Tensor:
+def train_step(model, opt, x, y, masked: bool = False, where=None, grad_weight: float = 0.0, precision: str = "fp32",
+               loss_fn=None) -> torch.Tensor:
     """One optimisation step on a per-rank batch; returns the (local) loss, still on the device.
 
     ``masked``: targets are NaN where the data are missing, and those cells do not count.
     ``where``: the samples' places and times, for a conditioned model.
     ``grad_weight``: weight of the :func:`gradient_mse` term added to the MSE.
     ``precision``: 'bf16' runs the forward and backward under bf16 autocast (the loss in fp32).
+    ``loss_fn(out, y)``: the task's own loss (the generative stage's fair CRPS) instead of the MSE.
     """
     opt.zero_grad(set_to_none=True)
     with autocast(y.device, precision):
         out = run(model, x, where)
     out = out.float()
-    loss = masked_mse(out, y) if masked else F.mse_loss(out, y)
+    if loss_fn is not None:
+        loss = loss_fn(out, y)
+    else:
+        loss = masked_mse(out, y) if masked else F.mse_loss(out, y)
     if grad_weight:
         loss = loss + grad_weight * gradient_mse(out, y)
     loss.backward()
@@ -150,8 +155,11 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
 
     Checkpoints store the model's own description (``model.spec``); ``what`` names
     the config section of ``freeze`` / ``lr_mult`` in error messages. ``patches_per_epoch`` is a
-    multiple of the global batch (checked when the configuration is loaded).
+    multiple of the global batch (checked when the configuration is loaded). A task may bring its
+    own loss (``task.loss(out, y)``) and the validation metric the best epoch is chosen by
+    (``task.objective``, default the MSE).
     """
+    objective, loss_fn = getattr(task, "objective", "mse"), getattr(task, "loss", None)
     b_local = per_rank_batch(tcfg.batch_size, env.world)
     steps = tcfg.patches_per_epoch // tcfg.batch_size
     opt = torch.optim.Adam(param_groups(model, tcfg.lr, freeze, lr_mult, what=what))
@@ -192,7 +200,7 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
         t_eval = time.time()
         m0 = evaluate(task, model, env, "val", tcfg.precision)
         history.append({"epoch": 0, "val": m0, "train": evaluate(task, model, env, "train", tcfg.precision), "loss": None, "lr": tcfg.lr, "seconds": 0.0})
-        best = m0["mse"]
+        best = m0[objective]
         best_state = copy.deepcopy(checkpoint.cpu_state(model))
         eval_s = time.time() - t_eval
     t_start = time.time()
@@ -218,7 +226,7 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
                     warm_up(opt, base_lr, epoch * steps + step, tcfg.warmup * steps)
                 x, y, where = task.batch(origins[step * b_local : (step + 1) * b_local])
                 loss_sum += train_step(net, opt, x, y, masked=task.masked, where=where, grad_weight=tcfg.grad_weight,
-                                       precision=tcfg.precision).double()
+                                       precision=tcfg.precision, loss_fn=loss_fn).double()
                 flags = torch.tensor([float(stop.raised), float(bool(tcfg.max_minutes) and time.time() - t_start > 60 * tcfg.max_minutes)],
                                      device=env.device)
                 flags = env.all_reduce_max(flags).tolist()  # one collective: every rank decides alike
@@ -252,8 +260,8 @@ def fit(task, model: torch.nn.Module, tcfg: TrainConfig, env: DistEnv, *, ckpt_p
         history.append({"epoch": epoch + 1, "val": val, "train": evaluate(task, model, env, "train", tcfg.precision), "loss": loss,
                         "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t_start})
         log.info("%s epoch %d: loss %.3e val mse %.3e psnr %.2f ssim %.4f", stage, epoch + 1, loss, val["mse"], val["psnr"], val["ssim"])
-        if val["mse"] < best:
-            best, bad, best_state = val["mse"], 0, copy.deepcopy(checkpoint.cpu_state(model))
+        if val[objective] < best:
+            best, bad, best_state = val[objective], 0, copy.deepcopy(checkpoint.cpu_state(model))
         else:
             bad += 1
         epoch += 1
