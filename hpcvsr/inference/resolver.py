@@ -31,14 +31,13 @@ from hpcvsr.data.blocks import fill_missing
 from hpcvsr.errors import UserError
 from hpcvsr.inference.engine import Predictor
 from hpcvsr.io import cf
-from hpcvsr.io.ncout import history_line
+from hpcvsr.io.ncout import REALIZATION, history_line
 from hpcvsr.ops import degrade as dg
 from hpcvsr.ops import metrics as mt
 from hpcvsr.ops import windows as win
 from hpcvsr.pipeline import config as config_mod
 from hpcvsr.pipeline.segments import frame_crop, grid_axes_of
 
-REALIZATION = "realization"  # the ensemble members' dimension (CF standard_name realization)
 RUN_TAG = "hpcvsr run "  # in the history line of every output: which run made it (read back by :func:`scores`)
 
 
