@@ -16,7 +16,7 @@ run, path, var, frames = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 hr = xr.open_dataset(path)[var].isel(time=slice(0, frames)).load()
 sr = hpcvsr.load(run, device="cpu", members=16, seed=0)
 lr = sr.degrade(hr)
-ens = sr(lr)
+ens = sr(lr).transpose("time", "realization", ...)  # (time, member, y, x)
 s = sr.scale
 back = dg.degrade(torch.from_numpy(ens.values.reshape(-1, 1, *ens.shape[-2:]).astype(np.float64)), s, "block_mean").numpy()
 back = back.reshape(*ens.shape[:2], *lr.shape[-2:])

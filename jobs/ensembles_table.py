@@ -67,8 +67,8 @@ def figures(name: str, test: dict, folder: str) -> list[str]:
     ax[0].set(xlabel="rank of the truth among the members", ylabel="frequency", title=f"rank histogram ({gen['members']} members)")
     ax[0].legend()
     s = gen["spectrum"]
-    for key, style in (("truth", "k-"), ("members", "tab:red"), ("mean", "tab:blue")):
-        ax[1].loglog(s["k"], s[key], style if key == "truth" else "-", color=None if key == "truth" else style, label=key)
+    for key, color in (("truth", "black"), ("members", "tab:red"), ("mean", "tab:blue")):
+        ax[1].loglog(s["k"], s[key], "-", color=color, label=key)
     ax[1].axvline(1 / float(name.split("_x")[1][0]), color="gray", ls=":", lw=1, label="coarse Nyquist")
     ax[1].set(xlabel="radial wavenumber (fraction of Nyquist)", ylabel="power", title="power spectra, held-out frames")
     ax[1].legend()

@@ -81,6 +81,7 @@ def test_unknown_config_key(tmp_path):
     (["train2d.patches_per_epoch=100"], "not a multiple of train2d.batch_size=16"),
     (["train2d.patch=256"], "larger than the generated frames"),
     (["model2d.init=/no/such.mat"], "model2d.init: file not found"),
+    (["pipeline=2d_3d_gen", "modelgen.kwargs={intensity: true}"], "intensity: true needs a lower bound"),  # the water height is unbounded
 ])
 def test_incompatible_settings_fail_fast_before_any_output(tmp_path, sets, message):
     t0 = time.time()

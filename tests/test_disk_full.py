@@ -43,6 +43,7 @@ def _grow(mnt, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True)
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_infer_on_a_full_disk_fails_cleanly_and_the_rerun_completes(small_fs, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli("hpcvsr.train", "--run-dir", str(run_dir), *TINY)
@@ -68,6 +69,7 @@ def test_infer_on_a_full_disk_fails_cleanly_and_the_rerun_completes(small_fs, tm
         assert np.array_equal(f["sr"][:], g["sr"][:])
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_training_checkpoint_on_a_full_disk_fails_cleanly_and_the_rerun_completes(small_fs, tmp_path):
     data = tmp_path / "swe.h5"  # the data elsewhere; the run directory on the small file system
     assert run_cli("hpcvsr.data", "swe", "--out", str(data), "--frames", "16", "--size", "64", "64", "--quiet").returncode == 0
@@ -84,6 +86,7 @@ def test_training_checkpoint_on_a_full_disk_fails_cleanly_and_the_rerun_complete
     assert (run_dir / "model.pt").exists()
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_data_tool_on_a_full_disk_fails_cleanly_and_the_rerun_completes(small_fs):
     out = small_fs / "swe.nc"
     cmd = ["hpcvsr.data", "swe", "--out", str(out), "--frames", "40", "--size", "64", "64", "--quiet"]

@@ -5,6 +5,7 @@ built from the same skeleton, per-frame ensemble sums, and the command's refusal
 
 import json
 import os
+import re
 import types
 
 import h5py
@@ -160,9 +161,10 @@ def test_write_cf_members_realization_mean_and_std(sst, tmp_path):
     with xr.open_dataset(dst) as out, xr.open_dataset(src) as inp:
         r = out["realization"]
         assert r.dims == ("realization",) and r.dtype == np.int32 and r.values.tolist() == list(range(M))
-        assert r.attrs == {"standard_name": "realization", "long_name": "ensemble member"}
-        assert out["sst"].dims == ("time", "realization", "latitude", "longitude") and out["sst"].shape == (FRAMES, M, 66, 98)
-        np.testing.assert_array_equal(out["sst"].values, members)  # NaN exactly where missing
+        assert r.attrs == {"standard_name": "realization", "long_name": "ensemble member", "units": "1"}
+        # the members first, left of T, Y, X (CF 2.4)
+        assert out["sst"].dims == ("realization", "time", "latitude", "longitude") and out["sst"].shape == (M, FRAMES, 66, 98)
+        np.testing.assert_array_equal(out["sst"].transpose("time", ...).values, members)  # NaN exactly where missing
         for name, ref, stat in (("sst_mean", mean, "mean"), ("sst_std", std, "standard_deviation")):
             v = out[name]
             assert v.dims == ("time", "latitude", "longitude") and v.dtype == np.float32
@@ -190,7 +192,7 @@ def test_write_cf_members_packed_in_int16(sst, tmp_path):
     with xr.open_dataset(dst) as out:
         for name, ref, s in (("sst", members, step), ("sst_mean", mean, step), ("sst_std", std, spread_step)):
             assert out[name].encoding["dtype"] == np.int16 and out[name].encoding["scale_factor"] == pytest.approx(s)
-            got = out[name].values
+            got = out[name].transpose("time", ...).values
             np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
             assert np.nanmax(np.abs(got - ref)) <= s / 2 * (1 + 1e-6)
 
@@ -225,7 +227,11 @@ def test_members_output_no_less_cf_compliant_than_input(sst, tmp_path):
     src, members = sst
     dst = str(tmp_path / "ens.nc")
     write_members(src, dst, members)
-    assert cf_failures(dst, tmp_path) <= cf_failures(src, tmp_path)
+    # CF 7.3 lets a cell_methods name be "a valid standard name" ("realization: mean" of the members'
+    # mean, whose realization dim is gone); compliance-checker 6.1 only matches dims and coordinates
+    standard_name = re.compile(r"cell_methods name component realization does not match")
+    assert cf_failures(dst, tmp_path, ignore=standard_name) <= cf_failures(src, tmp_path)
+    assert cf_failures(dst, tmp_path) <= cf_failures(src, tmp_path) + 2  # what was ignored: those two (mean and std)
 
 
 # -- Zarr ------------------------------------------------------------------------------------------------
@@ -262,12 +268,12 @@ def test_zarr_members_store_has_the_netcdf_layout(sst, tmp_path):
         assert set(z.variables) - {"metric_frame_psnr", "metric_frame_ssim"} == set(n.variables)
         for v in n.variables:
             assert z[v].dims == n[v].dims and same_attrs(z[v].attrs, n[v].attrs), v
-        assert z["sst"].dims == ("time", "realization", "latitude", "longitude")
-        assert z["sst"].encoding["chunks"] == (4, 1, 66, 98) and z["sst_mean"].encoding["chunks"] == (4, 66, 98)
+        assert z["sst"].dims == ("realization", "time", "latitude", "longitude")
+        assert z["sst"].encoding["chunks"] == (1, 4, 66, 98) and z["sst_mean"].encoding["chunks"] == (4, 66, 98)
         assert z["realization"].attrs["standard_name"] == "realization" and z["realization"].values.tolist() == list(range(M))
         for v in ("sst", "sst_mean", "sst_std"):
             assert np.array_equal(z[v].values, n[v].values, equal_nan=True), v
-        np.testing.assert_array_equal(z["sst"].values, members)
+        np.testing.assert_array_equal(z["sst"].transpose("time", ...).values, members)
         np.testing.assert_allclose(z["sst_std"].values, std, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(z["sst_mean"].values, mean, rtol=1e-6, atol=1e-6)
         differ = {k for k in set(n.attrs) | set(z.attrs) if not np.array_equal(np.asarray(n.attrs.get(k)), np.asarray(z.attrs.get(k)))}

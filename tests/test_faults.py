@@ -138,6 +138,7 @@ def _inference_points(reference, infer_reference, tmp_path, n: int, seed: int) -
             assert np.array_equal(f["sr"][:], infer_reference["sr"]), f"killed at {delay:.2f} s"
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_kills_at_random_points_short(reference, infer_reference, tmp_path):
     seen = _training_points(reference, tmp_path, POINTS["short"], seed=1)
     assert seen == {"2d": 1, "3d": 1}
@@ -163,6 +164,7 @@ def _truncate(path, keep: float) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_checkpoint_falls_back_to_the_previous_one(reference, tmp_path, damage):
     run_dir = tmp_path / "run"

@@ -188,6 +188,7 @@ def outputs(files, run_dir, tmp_path_factory):
     return {"global": d / "global_sr.nc", "lcc": d / "lcc_sr.nc"}
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_global_field_has_no_seam(files, run_dir, outputs, tmp_path):
     """Shifting the seam does not change the output (first and last columns included), with or without tiles;
     land stays missing exactly, in the original and the shifted file alike."""

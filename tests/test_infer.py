@@ -89,6 +89,7 @@ def test_two_ranks_identical_to_one_rank_and_one_dataset(run_dir, archive, one_r
         assert stored[k] == pytest.approx(v, rel=1e-6), k
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 @pytest.mark.mpi
 def test_killed_job_resumes_without_redoing_finished_chunks(run_dir, archive, one_rank, tmp_path):
     out = tmp_path / "sr.h5"
@@ -122,6 +123,7 @@ def test_tiled_equals_untiled(run_dir, archive, tmp_path):
     assert np.abs(outs[0] - outs[1]).max() <= 1e-5 * max(1.0, np.abs(outs[0]).max())
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 @pytest.mark.mpi
 def test_bf16_path_two_ranks_equal_one_rank_and_tiles_match(run_dir, archive, tmp_path):
     """The fast path (bf16 3D body, shared windows, exact rewrites): 2 ranks write the same bits as 1
@@ -190,6 +192,7 @@ def test_netcdf_output_with_cf_attributes(run_dir, archive, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["small.h5", "sr.nc"]
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 @pytest.mark.mpi
 def test_benchmark_command_prints_and_saves_json(run_dir, tmp_path):
     out = tmp_path / "bench.json"
@@ -212,6 +215,7 @@ def test_benchmark_command_prints_and_saves_json(run_dir, tmp_path):
     assert run_cli("hpcvsr.bench", "--run-dir", str(run_dir), "--json", str(out)).returncode != 0  # an existing result is kept
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_one_rank_killed_mid_inference_ends_the_job_and_the_rerun_completes_identically(run_dir, archive, one_rank, tmp_path):
     """SIGKILL to one of two ranks: the job ends within 120 s, non-zero; the rerun keeps the finished chunks."""
     out = tmp_path / "sr.h5"

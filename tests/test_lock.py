@@ -71,6 +71,7 @@ def test_foreign_host_and_unreadable_locks_refused_with_the_remove_command(tmp_p
         lock.acquire(str(path), "out")
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_second_job_on_a_locked_run_dir_and_output_refused_stale_taken_over(tmp_path, sleeper):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -59,6 +59,7 @@ def same_attrs(a: dict, b: dict) -> bool:
     return set(a) == set(b) and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_files_of_one_frame_to_zarr_equal_the_stacked_netcdf(archive):
     d = archive
     for inp, out in (("frames/*.nc", "sr.zarr"), ("stacked.nc", "sr.nc"), ("frames", "sr_folder.zarr")):
@@ -106,6 +107,7 @@ def test_python_api_on_many_files_equals_the_command(archive):
     assert float(diff) == 0.0 and same_mask == "True"
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_zarr_store_as_input_and_reference(archive):
     d = archive
     with xr.open_dataset(d / "stacked.nc", decode_times=False) as ds:
@@ -159,6 +161,7 @@ def test_an_existing_store_is_never_overwritten(archive):
     assert_user_error(proc, "exists; refusing to overwrite")
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 @pytest.mark.mpi
 def test_two_rank_zarr_equals_one_rank_and_resumes_after_a_kill(archive, tmp_path):
     d = archive
@@ -186,6 +189,7 @@ def _days_file(path, *, calendar: str = "standard", units: str = "days", start: 
     return str(path)
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_time_units_without_an_origin_are_refused_until_given(archive, tmp_path):
     f = _days_file(tmp_path / "days.nc")
     out = tmp_path / "sr.nc"

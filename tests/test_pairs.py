@@ -156,6 +156,7 @@ def test_paired_run_starts_from_a_degradation_trained_run(pair, paired_run):
     assert "copied" in line and "fresh" not in line  # every layer of the degradation-trained 2D network
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_several_training_pairs(pair):
     swe_file(pair / "fine2.nc", frames=30, size=(32, 32), seed=5)
     coarse_of(str(pair / "fine2.nc"), str(pair / "coarse2.nc"))

@@ -31,6 +31,7 @@ def test_doctests():
 
 # --- (a) a real 2-rank sweep ---------------------------------------------------------------------
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 @pytest.mark.mpi
 def test_two_rank_sweep_writes_every_field_and_a_breakdown_that_adds_up(tmp_path):
     mpirun_cmd(2)  # skips with a reason when mpi4py or mpirun is missing

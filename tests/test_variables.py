@@ -108,6 +108,7 @@ def test_inference_writes_every_variable_with_its_metrics(run_dir, swe_nc, tmp_p
             assert np.abs(f["sr"][:, i] - sr[v].values).max() <= 1e-5 * max(1.0, np.abs(sr[v].values).max())
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_two_ranks_equal_one_rank(run_dir, swe_nc, tmp_path):
     outs = {}
     for n in (1, 2):

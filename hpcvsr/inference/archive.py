@@ -277,7 +277,10 @@ def _run(job: Job, cfg, env, held: contextlib.ExitStack) -> int:
                  "frames_per_s": timing[0] / slowest if slowest > 0 else 0.0,
                  "write_MB_per_s": timing[1] / 1e6 / timing[2] if timing[2] > 0 else 0.0, "write_mode": out.mode, "metrics": gm}
         layout = f"sr {out_shape} float32"
-        if M:
+        if M and (netcdf or zarr_out):  # the CF outputs put the members first
+            layout = (f"{names[0]} {(M, T, *out_shape[2:])} float32 (realization, time, y, x: {M} members, seed {seed}) "
+                      f"with {names[0]}_mean, {names[0]}_std {(T, *out_shape[2:])}")
+        elif M:
             layout += f" (time, realization, y, x: {M} members, seed {seed}) with sr_mean, sr_std {(T, *out_shape[2:])}"
         print(f"wrote {job.output}: {layout} ({out.mode}); {stats['frames_per_s']:.1f} frames/s on {env.world} rank(s), "
               f"writes {stats['write_MB_per_s']:.1f} MB/s", flush=True)
@@ -431,13 +434,14 @@ def _zarr_template(job: Job, arcs, *, names: list, pred, rows, cols, attrs: dict
                  compression=False, members=members, **layout)
         with xr.open_dataset(skeleton, decode_times=False) as ds:
             ds = ds.load()
-    tdim, arc = ds[names[0]].dims[0], arcs.first
+    tdim, arc = ds[names[-1]].dims[-3], arcs.first  # an ensemble's members lead: (realization, time, y, x)
     written = [*names, *((f"{names[0]}_mean", f"{names[0]}_std") if members else ())]
     variables = {}
     for name, v in ds.variables.items():
         if name in written:  # the frames, written chunk by chunk
-            frame = v.shape[1:]
-            v = xr.Variable(v.dims, da.zeros((T, *frame), dtype=np.float32, chunks=(chunk, *frame)), v.attrs, v.encoding)
+            shape = tuple(T if d == tdim else n for d, n in zip(v.dims, v.shape))
+            chunks = tuple(chunk if d == tdim else n for d, n in zip(v.dims, v.shape))
+            v = xr.Variable(v.dims, da.zeros(shape, dtype=np.float32, chunks=chunks), v.attrs, v.encoding)
         elif tdim in v.dims:  # the time coordinate (or frame index) of every frame
             values = arc.time_values(0, T) if getattr(arc, "time", None) == name else np.arange(T)
             v = xr.Variable(v.dims, np.asarray(values, v.dtype), v.attrs, v.encoding)

@@ -134,7 +134,8 @@ class Predictor:
         out = torch.empty((len(det), self.members, *det.shape[1:]), device=det.device)
         for sel in torch.arange(len(det)).split(max(1, self.batch // 2)):
             z = noise.fields(self.seed, self.members, self.gen.noise, [frames[i] for i in sel.tolist()], rows, cols, device=det.device)
-            out[sel] = self.gen(det[sel], lr[centre[sel]], z)
+            where = Where.at(len(sel), *origin, times=None if times is None else times[centre[sel]][:, None], device=det.device)
+            out[sel] = self.gen(det[sel], lr[centre[sel]], z, where)
         return out
 
     @torch.no_grad()

@@ -11,7 +11,8 @@ variable, the conditioning and the degradation. It takes and gives physical unit
 * ``sr(ds)``: a Dataset holding the run's variables -> a Dataset of the super-resolved variables.
 * ``sr(tensor)``: (T, H, W) or (T, C, H, W) -> a tensor (T, H', W') or (T, C, H', W').
 * ``SuperResolver(run, members=N, seed=S)`` of a run with a generative stage (pipeline ``2d_3d_gen``):
-  N ensemble members along a ``realization`` dimension (after time; tensors (T, N, H', W')), the
+  N ensemble members along a ``realization`` dimension (first, as in the CF outputs; tensors
+  (T, N, H', W')), the
   same members as ``hpcvsr infer --members N --seed S``.
 * ``sr.degrade(hr)``: the run's own degradation of a high-resolution DataArray (the infer command's
   ``--degrade``), so that ``sr(sr.degrade(hr))`` is a one-line evaluation with :func:`scores`.
@@ -174,14 +175,15 @@ class SuperResolver(torch.nn.Module):
             coords[name] = (c["dims"], c["values"], c["attrs"])
         dims = (tdim, ydim, xdim)
         if self.members:
-            coords[REALIZATION] = (REALIZATION, np.arange(self.members, dtype=np.int32), {"standard_name": "realization", "long_name": "ensemble member"})
+            coords[REALIZATION] = (REALIZATION, np.arange(self.members, dtype=np.int32),
+                                   {"standard_name": "realization", "long_name": "ensemble member", "units": "1"})
             dims = (tdim, REALIZATION, ydim, xdim)
         results = []
         for i, da in enumerate(arrays):
             values = out[:, :, i] if self.members else out[:, i]
             res = xr.DataArray(values, dims=dims, coords=coords, name=da.name, attrs=_with_history(da.attrs, self._history()))
-            # the input's order of dims, the members right after its first
-            results.append(res.transpose(*((da.dims[0], REALIZATION, *da.dims[1:]) if self.members else da.dims)))
+            # the input's order of dims, the members first (CF 2.4, as the NetCDF and Zarr outputs)
+            results.append(res.transpose(*((REALIZATION, *da.dims) if self.members else da.dims)))
         return results
 
     def _eager(self, data, T: int, times, what: str, periodic: bool = False) -> np.ndarray:

@@ -18,7 +18,7 @@ rounds to the nearest code, so a decoded value is within half a step (:func:`pac
 what was written. A value outside [lo, hi] raises ValueError: nothing is ever clipped silently.
 
 An ensemble (``members`` M): the variable gets a ``realization`` dimension (CF's for members)
-after time, and its mean and standard deviation over the members are written beside it as
+first, left of time as CF 2.4 recommends, and its mean and standard deviation over the members are written beside it as
 ``<var>_mean`` and ``<var>_std``, described by ``cell_methods`` ("realization: mean", ...).
 """
 
@@ -255,8 +255,9 @@ def write_cf(dst: str, *, frames, n_frames: int, meta: dict, grid: dict, var: st
     checks overwriting).
 
     An ensemble of ``members`` M > 0 (one variable): ``frames(a, b)`` gives (b - a, M, H, W); the
-    variable gets the dims (frames dim, ``realization``, ydim, xdim), chunks of one frame and one
-    member, and a coordinate ``realization`` (0..M-1, standard_name realization); the variables
+    variable gets the dims (``realization``, frames dim, ydim, xdim) (CF 2.4: members left of T),
+    chunks of one frame and one member, and a coordinate ``realization`` (0..M-1, standard_name
+    realization, units 1); the variables
     ``<var>_mean`` and ``<var>_std`` (frames dim, ydim, xdim) hold the mean and the standard
     deviation (ddof=1) over the members (:func:`member_stats`), with the variable's attributes and
     :func:`member_stat_attrs`. Packing applies to the three, the standard deviation's on
@@ -330,10 +331,12 @@ def write_cf(dst: str, *, frames, n_frames: int, meta: dict, grid: dict, var: st
                 rv = f.createVariable(REALIZATION, "i4", (REALIZATION,))
                 rv.setncattr("standard_name", "realization")
                 rv.setncattr("long_name", "ensemble member")
+                rv.setncattr("units", "1")  # the canonical units of standard_name realization
                 rv[:] = np.arange(members, dtype=np.int32)
                 name, fill, var_meta = names[0], fills[0], attrs[0]
                 spread = None if pack is None else {"lo": 0.0, "hi": pack["hi"] - pack["lo"]}
-                out = [frame_var(name, (tdim, REALIZATION, ydim, xdim), fill, var_meta, pack),
+                # members lead: CF 2.4 puts dims other than T, Z, Y, X to their left
+                out = [frame_var(name, (REALIZATION, tdim, ydim, xdim), fill, var_meta, pack),
                        frame_var(f"{name}_mean", (tdim, ydim, xdim), fill, member_stat_attrs(var_meta, "mean"), pack),
                        frame_var(f"{name}_std", (tdim, ydim, xdim), fill if fill is not None else nc.default_fillvals["f4"],
                                  member_stat_attrs(var_meta, "standard_deviation"), spread)]
@@ -352,4 +355,8 @@ def write_cf(dst: str, *, frames, n_frames: int, meta: dict, grid: dict, var: st
                         raise ValueError(f"frames({a}, {b}) gave {x.shape[1]} variables, expected {len(names)}")
                     parts = [(x[:, c], shape) for c in range(len(names))]
                 for (v, has_fill, rng), (values, frame) in zip(out, parts):
-                    v[a:b] = _checked(values, a, b, frame, rng, has_fill)
+                    values = _checked(values, a, b, frame, rng, has_fill)
+                    if v.dimensions[0] == REALIZATION:
+                        v[:, a:b] = values.swapaxes(0, 1)
+                    else:
+                        v[a:b] = values

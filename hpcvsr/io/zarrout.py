@@ -45,8 +45,8 @@ class ZarrOutput:
     fill; ``extra_vars`` {name: template variable} those filled by :meth:`write`'s ``extra``
     (an ensemble's mean and standard deviation); ``extra_rows`` {name: row shape} more per-frame
     metric rows kept with the progress records; ``chunk_list`` the work chunks (equal lengths but
-    the last, aligned with the stored chunks). A variable with dims between time and the grid (an
-    ensemble's members) is stored in chunks of one index of each.
+    the last, aligned with the stored chunks). A variable with dims before time (an ensemble's
+    members, CF 2.4's order) is stored in chunks of one index of each.
     """
 
     mode = "zarr"
@@ -79,7 +79,7 @@ class ZarrOutput:
                 write_json(layout_file, self.layout)  # last: the store exists once this does
         env.barrier()
         with xr.open_zarr(self.partial, consolidated=False) as store:
-            self.tdim = store[self.frame_vars[0]].dims[0]
+            self.tdim = store[self.frame_vars[0]].dims[-3]
 
     def _encoding(self, template) -> dict:
         enc = {}
@@ -87,7 +87,7 @@ class ZarrOutput:
         for name in (*self.frame_vars, *self.extra_vars.values()):
             v = template[name]
             _, rows, width = chunks_of(frames, *v.shape[-2:])
-            enc[name] = {"chunks": (frames, *(1,) * (v.ndim - 3), rows, width)}  # one member (index of a middle dim) a chunk
+            enc[name] = {"chunks": (*(1,) * (v.ndim - 3), frames, rows, width)}  # one member (index of a leading dim) a chunk
         return enc
 
     def _check_layout(self, old: dict) -> None:
@@ -122,7 +122,8 @@ class ZarrOutput:
         parts = [frames] if len(self.frame_vars) == 1 else [frames[:, i] for i in range(len(self.frame_vars))]
         values = dict(zip(self.frame_vars, parts), **{self.extra_vars[k]: np.asarray(v, np.float32) for k, v in extra.items()})
         store = xr.open_zarr(self.partial, consolidated=False)
-        region = xr.Dataset({n: (store[n].dims, p) for n, p in values.items()})
+        # values come time first, (b - a, [M,] H, W); the store puts an ensemble's members first
+        region = xr.Dataset({n: (store[n].dims, np.moveaxis(p, 0, -3)) for n, p in values.items()})
         region.to_zarr(self.partial, region={self.tdim: slice(a, b)}, mode="r+", consolidated=False)
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in (frame_metrics or {}).items()})

@@ -80,12 +80,33 @@ def run(model: nn.Module, x, where: Where | None):
 
 
 def set_static(model: nn.Module, fields: torch.Tensor) -> None:
-    """Store the covariate maps in every :class:`Conditioned` part of ``model`` (however it is wrapped)."""
-    parts = [m for m in model.modules() if isinstance(m, Conditioned)]
+    """Store the covariate maps in every conditioned part of ``model`` (however it is wrapped): each
+    :class:`Conditioned` and each other part with static covariates (the generative stage)."""
+    parts = [m for m in model.modules() if isinstance(m, Conditioned) or getattr(m, "takes_static", False)]
     if not parts:
         raise RuntimeError("set_static on a model without a Conditioned part")  # programming error
     for m in parts:
         m.set_static(fields)
+
+
+def place_time(maps: torch.Tensor, n_time: int, where: Where, height: int, width: int, *, offset: int = 0,
+               dtype=torch.float32) -> list:
+    """The conditioning channels of a batch at its place and hour: the place ``maps`` (P, H, W) cut at
+    ``where`` (+ ``offset``, a network's crop), the time basis of the output (centre) frame when
+    ``n_time``, and every place channel times every time feature; a list of (N, ., height, width)."""
+    n = len(where.rows)
+    parts = []
+    place = cut(maps, where.rows + offset, where.cols + offset, height, width).to(dtype) if len(maps) else None
+    if place is not None:
+        parts.append(place)
+    if n_time:
+        if where.times is None:
+            raise RuntimeError("a time-conditioned model was called without time features")  # programming error
+        t = time_basis(where.times[:, where.times.shape[1] // 2].to(dtype))
+        parts.append(t[:, :, None, None].expand(n, n_time, height, width))
+        if place is not None:
+            parts.append((place[:, :, None] * t[:, None, :, None, None]).flatten(1, 2))
+    return parts
 
 
 def cut(maps: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -138,17 +159,5 @@ class Conditioned(Network):
 
     def forward(self, x: torch.Tensor, where: Where) -> torch.Tensor:
         y = self.net(x)  # (N, channels, h, w)
-        n, _, h, w = y.shape
-        parts = [y]
-        maps = self.places()
-        place = cut(maps, where.rows + self.crop, where.cols + self.crop, h, w) if len(maps) else None
-        if place is not None:
-            parts.append(place.to(y.dtype))
-        if self.n_time:
-            if where.times is None:
-                raise RuntimeError("a time-conditioned model was called without time features")  # programming error
-            t = time_basis(where.times[:, where.times.shape[1] // 2].to(y.dtype))  # the output (centre) frame
-            parts.append(t[:, :, None, None].expand(n, self.n_time, h, w))
-            if place is not None:
-                parts.append((place[:, :, None] * t[:, None, :, None, None]).flatten(1, 2))
-        return y + self.head(torch.cat(parts, 1))
+        parts = place_time(self.places(), self.n_time, where, *y.shape[-2:], offset=self.crop, dtype=y.dtype)
+        return y + self.head(torch.cat([y, *parts], 1))

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from hpcvsr.models.base import Network
 from hpcvsr.models.bounds import limits, through
+from hpcvsr.models.conditioning import N_BASIS, Where, place_time
 from hpcvsr.ops import degrade as dg
 
 
@@ -39,21 +40,43 @@ class ResidualGenerator(Network):
     features over [det, bicubic(lr), ``noise`` channels of z]; its output times ``amplitude`` (per
     channel, the training residual's standard deviation, in normalised units) is the residual.
     ``method``/``sigma``: the degradation of the data, for the ``constrain`` projection; ``lo``/``hi``
-    per-channel bounds (normalised; None: unbounded side)."""
+    per-channel bounds (normalised; None: unbounded side).
+
+    ``intensity`` (every channel bounded below, as rain): a second output per channel, times the
+    deterministic output's height above the lower bound, is added to the residual, so that the
+    residual's spread can grow with the intensity (the error of rain grows with the rain) instead of
+    being learnt as a product by the layers.
+
+    Conditioning (as the deterministic stages', :mod:`hpcvsr.models.conditioning`): ``grid`` the
+    high-resolution (H, W) the place maps cover, ``static`` covariate maps (set by :meth:`set_static`),
+    ``location`` learned maps of the grid, ``time`` the time features of the frame; the generator then
+    also reads them, and their products, at each sample's place (:class:`~hpcvsr.models.conditioning.Where`)."""
 
     def __init__(self, *, scale: int, channels: int = 1, noise: int = 8, width: int = 48, depth: int = 6, method: str = "bicubic",
                  sigma: float = 1.6, constrain: bool = False, lo: list | None = None, hi: list | None = None,
-                 amplitude: list | None = None):
+                 amplitude: list | None = None, grid: list | None = None, static: int = 0,
+                 location: int = 0, time: bool = False, intensity: bool = False):
         super().__init__()
         if depth < 2 or width < 1 or noise < 1:
             raise ValueError(f"depth >= 2, width >= 1 and noise >= 1 are required, got {depth}, {width}, {noise}")
         self.scale, self.channels, self.noise, self.method, self.sigma = int(scale), int(channels), int(noise), method, float(sigma)
         self.constrain = bool(constrain)
         self.radius = depth  # fine pixels a member reads each side (3x3 layers), besides the bicubic upscale's reach
-        layers = [nn.Conv2d(2 * channels + noise, width, 3, padding=1)]
+        if (static or location) and not grid:
+            raise ValueError("place conditioning (static or location maps) needs the grid it covers")
+        height, width_px = (int(grid[0]), int(grid[1])) if grid else (0, 0)
+        self.grid = (height, width_px)
+        self.register_buffer("static", torch.zeros(static, height, width_px))
+        self.location = nn.Parameter(0.01 * torch.randn(location, height, width_px)) if location else None
+        self.n_time = N_BASIS if time else 0
+        places = static + location
+        self.takes_where = self.takes_static = bool(places or self.n_time)
+        conditioning = places + self.n_time + places * self.n_time
+        layers = [nn.Conv2d(2 * channels + noise + conditioning, width, 3, padding=1)]
         layers += [nn.Conv2d(width, width, 3, padding=1) for _ in range(depth - 2)]
         self.body = nn.ModuleList(layers)
-        self.head = nn.Conv2d(width, channels, 3, padding=1)
+        self.intensity = bool(intensity)
+        self.head = nn.Conv2d(width, channels * (2 if self.intensity else 1), 3, padding=1)
         nn.init.zeros_(self.head.bias)  # members start around the deterministic output, spread by the noise alone
         self.register_buffer("amplitude", torch.tensor(amplitude or [1.0] * channels, dtype=torch.float32).reshape(1, -1, 1, 1))
         self.bounded = lo is not None and hi is not None and any(v is not None for v in (*lo, *hi))
@@ -62,13 +85,31 @@ class ResidualGenerator(Network):
             raise ValueError(f"no bounded projection for degradation '{method}'")
         self.register_buffer("low", limits(lo, -math.inf), persistent=False)
         self.register_buffer("high", limits(hi, math.inf), persistent=False)
+        if self.intensity and not bool(torch.isfinite(self.low).all()):
+            raise ValueError("intensity needs a lower bound on every channel")
 
-    def residual(self, det: torch.Tensor, lr: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """The sampled residual (N, C, H, W) for noise ``z`` (N, noise, H, W)."""
-        h = torch.cat([det, dg.upscale(lr, self.scale), z], 1)
+    def set_static(self, fields: torch.Tensor) -> None:
+        """Store the normalised covariate maps (S, H, W) on the grid."""
+        if tuple(fields.shape) != tuple(self.static.shape):
+            raise ValueError(f"static fields of shape {tuple(fields.shape)}, expected {tuple(self.static.shape)}")
+        self.static.copy_(fields)
+
+    def residual(self, det: torch.Tensor, lr: torch.Tensor, z: torch.Tensor, where: Where | None = None) -> torch.Tensor:
+        """The sampled residual (N, C, H, W) for noise ``z`` (N, noise, H, W) at ``where``."""
+        parts = [det, dg.upscale(lr, self.scale), z]
+        if self.takes_where:
+            if where is None:
+                raise RuntimeError("a conditioned generator was called without its Where")  # programming error
+            maps = torch.cat([self.static, *([self.location] if self.location is not None else [])])
+            parts += place_time(maps, self.n_time, where, *det.shape[-2:], dtype=det.dtype)
+        h = torch.cat(parts, 1)
         for conv in self.body:
             h = F.silu(conv(h))
-        return self.head(h) * self.amplitude
+        out = self.head(h)
+        if not self.intensity:
+            return out * self.amplitude
+        c = self.channels
+        return out[:, :c] * self.amplitude + out[:, c:] * (det - self.low.to(det)).clamp_min(0)
 
     def finish(self, out: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         """A member bounded and, with ``constrain``, consistent with ``lr``."""
@@ -82,18 +123,21 @@ class ResidualGenerator(Network):
             return through(out, torch.clamp(out.detach(), self.low.to(out), self.high.to(out)))
         return out
 
-    def forward(self, det: torch.Tensor, lr: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, det: torch.Tensor, lr: torch.Tensor, z: torch.Tensor, where: Where | None = None) -> torch.Tensor:
         """Members of the deterministic output ``det`` (N, C, H, W) of low-resolution frames ``lr``
-        (N, C, h, w): ``z`` (N, noise, H, W) gives (N, C, H, W), ``z`` (N, M, noise, H, W) gives M
-        members (N, M, C, H, W)."""
+        (N, C, h, w) at ``where`` (read when conditioned): ``z`` (N, noise, H, W) gives (N, C, H, W),
+        ``z`` (N, M, noise, H, W) gives M members (N, M, C, H, W)."""
         if z.dim() == 4:
-            return self.finish(det + self.residual(det, lr, z), lr)
+            return self.finish(det + self.residual(det, lr, z, where), lr)
         n, m = z.shape[:2]
 
         def rep(t):  # every sample once per member
             return t[:, None].expand(n, m, *t.shape[1:]).reshape(n * m, *t.shape[1:])
 
-        out = self.forward(rep(det), rep(lr), z.reshape(n * m, *z.shape[2:]))
+        if where is not None:
+            where = Where(where.rows.repeat_interleave(m), where.cols.repeat_interleave(m),
+                          None if where.times is None else where.times.repeat_interleave(m, 0))
+        out = self.forward(rep(det), rep(lr), z.reshape(n * m, *z.shape[2:]), where)
         return out.reshape(n, m, *out.shape[1:])
 
 
@@ -115,21 +159,35 @@ def fair_crps(members: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return score.sum() / valid.sum().clamp_min(1)
 
 
-def spatial_crps(members: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The fair CRPS of the field plus those of its differences along x and along y (:func:`fair_crps`):
-    members whose pixels are calibrated one by one but spatially too rough or too smooth (too much or
-    too little power at high wavenumbers) score worse on the differences. ``members`` (N, M, ..., H, W),
-    ``y`` (N, ..., H, W).
+def difference_lags(scale: int) -> tuple:
+    """The lags of :func:`spatial_crps` for a scale: 1, 2, 4, ... below ``scale``, so that every band
+    above the coarse Nyquist wavenumber is scored (a lag-L difference responds most at 1/(2L) cycles per
+    pixel: lag 1 at the fine Nyquist, lag 2 at half of it, the coarse cell's scale at x4).
+
+    >>> difference_lags(2), difference_lags(3), difference_lags(4), difference_lags(8)
+    ((1,), (1, 2), (1, 2), (1, 2, 4))
+    """
+    return tuple(2**i for i in range(max(1, math.ceil(math.log2(scale)))))
+
+
+def spatial_crps(members: torch.Tensor, y: torch.Tensor, lags: tuple = (1,)) -> torch.Tensor:
+    """The fair CRPS of the field plus those of its differences along x and along y at each of ``lags``
+    (:func:`fair_crps`): members whose pixels are calibrated one by one but spatially too rough or too
+    smooth (too much or too little power at high wavenumbers) score worse on the differences.
+    ``members`` (N, M, ..., H, W), ``y`` (N, ..., H, W).
 
     >>> y = torch.zeros(1, 8, 8)  # two members, each pixel 1 away from the truth: rough (+1, -1, ...) or smooth (all +1)
     >>> rough, smooth = torch.tensor([[1.0, -1.0] * 4] * 8).expand(1, 2, 8, 8), torch.ones(1, 2, 8, 8)
     >>> bool(fair_crps(rough, y) == fair_crps(smooth, y)), bool(spatial_crps(rough, y) > spatial_crps(smooth, y))
     (True, True)
     """
-    def dx(t):
-        return t[..., :, 1:] - t[..., :, :-1]
+    def dx(t, k):
+        return t[..., :, k:] - t[..., :, :-k]
 
-    def dy(t):
-        return t[..., 1:, :] - t[..., :-1, :]
+    def dy(t, k):
+        return t[..., k:, :] - t[..., :-k, :]
 
-    return fair_crps(members, y) + fair_crps(dx(members), dx(y)) + fair_crps(dy(members), dy(y))
+    score = fair_crps(members, y)
+    for k in lags:
+        score = score + fair_crps(dx(members, k), dx(y, k)) + fair_crps(dy(members, k), dy(y, k))
+    return score

@@ -178,10 +178,13 @@ def stage_final(cfg, first: Stage, *, channels: int = 1, spec: dict | None = Non
     return Stage(net, [k.param_prefix + p for p in prefixes], "model3d", source=k.source(reads), window=window, crop=net.crop)
 
 
-def build_gen(cfg, *, channels: int = 1, amplitude: list | None = None, bounds: dict | None = None):
+def build_gen(cfg, *, channels: int = 1, amplitude: list | None = None, bounds: dict | None = None, spec: dict | None = None,
+              static=None):
     """The generative stage (``modelgen``) of a pipeline with one (:mod:`hpcvsr.models.generative`), from
     ``traingen.seed``: for ``channels`` variables, its residual scaled by ``amplitude`` (per channel,
-    normalised units), its members bounded by ``bounds`` and, with ``degrade.constrain``, consistent."""
+    normalised units), its members bounded by ``bounds`` ({} unbounded; None: not known yet, as in
+    :func:`check`) and, with ``degrade.constrain``, consistent; conditioned like the deterministic
+    stages by ``spec`` with ``static`` covariates."""
     m, g = cfg.modelgen, cfg.degrade
     if m.name not in MODELS_GEN:
         raise UserError(f"modelgen.name must be one of {', '.join(MODELS_GEN)}, got '{m.name}'")
@@ -189,8 +192,21 @@ def build_gen(cfg, *, channels: int = 1, amplitude: list | None = None, bounds: 
         raise UserError("modelgen.init: the generative stage trains from scratch on the residual of this run's own 2D->3D output")
     torch.manual_seed(cfg.traingen.seed + 2)
     b = bounds or {}
-    return build(m.name, g.scale, **dict(m.kwargs, channels=channels, method=g.method, sigma=g.blur_sigma, constrain=g.constrain,
-                                         lo=b.get("lo"), hi=b.get("hi"), amplitude=amplitude))
+    where = {k: spec[k] for k in ("grid", "static", "location", "time")} if spec else {}
+    lo = b.get("lo")
+    below = bool(lo) and all(v is not None for v in lo)
+    intensity = bool(m.kwargs.get("intensity", below))  # by default, a residual that grows with a field bounded below (rain)
+    if intensity and not below:
+        if bounds is not None:
+            raise UserError("modelgen.kwargs.intensity: true needs a lower bound on every variable (data.bounds, or the archive's "
+                            "valid_min / valid_range)")
+        intensity = False  # the configuration checks, before the bounds are known; the run checks again with them
+    kwargs = dict(m.kwargs, intensity=intensity)
+    gen = build(m.name, g.scale, **dict(kwargs, channels=channels, method=g.method, sigma=g.blur_sigma, constrain=g.constrain,
+                                        lo=lo, hi=b.get("hi"), amplitude=amplitude, **where))
+    if static is not None:
+        set_static(gen, static)
+    return gen
 
 
 def check(cfg) -> None:

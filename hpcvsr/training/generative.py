@@ -18,7 +18,7 @@ import torch
 
 from hpcvsr.data import blocks as bl
 from hpcvsr.models.conditioning import run
-from hpcvsr.models.generative import spatial_crps
+from hpcvsr.models.generative import difference_lags, spatial_crps
 from hpcvsr.models.lowering import autocast
 from hpcvsr.ops import metrics as mt
 from hpcvsr.ops import noise
@@ -59,6 +59,7 @@ class GenTask:
         self.det = PatchTask(train=train, val=val, source="det", window=1, crop=0, scale=scale, patch=patch, flips=flips)
         self.lr = PatchTask(train=train, val=val, source="lr", window=1, crop=0, scale=scale, patch=patch, flips=flips)
         self.train, self.val, self.members, self.noise = train, val, members, noise
+        self.lags = difference_lags(scale)  # differences scored in every band above the coarse Nyquist wavenumber
         self.masked = self.det.masked
         self.train_eval_frames, self.eval_batch = train_eval_frames, eval_batch
 
@@ -70,14 +71,13 @@ class GenTask:
         lr, _, _ = self.lr.batch(origins)
         h, w = det.shape[-2:]
         z = noise.fields(batch_seed(origins), self.members, self.noise, range(len(origins)), range(h), range(w), device=det.device)
-        return (det, lr, z), y, where
+        return (det, lr, z, where), y, where  # where: the places and hours a conditioned generator reads
 
-    @staticmethod
-    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return spatial_crps(out, y)
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return spatial_crps(out, y, self.lags)
 
     def evaluate(self, model, split: str, precision: str = "fp32") -> CRPSSums:
-        acc = CRPSSums(device=self.train[0].hr.device)
+        acc = CRPSSums(device=self.train[0].hr.device, lags=self.lags)
         for b in self.val if split == "val" else self.train:
             centres = b.centres()[: self.train_eval_frames] if split == "train" else b.centres()
             for i in range(0, len(centres), self.eval_batch):
@@ -91,12 +91,12 @@ class GenTask:
 def members_of(model, b: bl.Block, centres, *, members: int, seed: int, noise_channels: int, precision: str = "fp32") -> tuple:
     """(members (k, M, C, H, W), targets (k, C, H, W)) of the whole frames ``centres`` of block ``b``,
     with the noise of global frames ``centres`` (segment-local indices) and seed ``seed``."""
-    det, y, _ = window_frames(b, centres, source="det")
+    det, y, where = window_frames(b, centres, source="det")
     lr, _, _ = window_frames(b, centres, source="lr")
     h, w = det.shape[-2:]
     z = noise.fields(seed, members, noise_channels, centres, range(h), range(w), device=det.device)
     with autocast(det.device, precision):
-        out = model(det, lr, z)
+        out = model(det, lr, z, where)
     return out.float(), y
 
 
@@ -104,13 +104,14 @@ class CRPSSums:
     """The training score (:func:`spatial_crps`), squared error of the ensemble mean and cells, as float64
     sums (one all-reduce); ``crps`` in the summary is that score."""
 
-    def __init__(self, device=None):
+    def __init__(self, device=None, lags: tuple = (1,)):
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)
+        self.lags = lags
 
     def update(self, members: torch.Tensor, y: torch.Tensor) -> None:
         valid = ~torch.isnan(y)
         n = valid.sum()
-        crps = spatial_crps(members, y).double() * n
+        crps = spatial_crps(members, y, self.lags).double() * n
         se = torch.where(valid, members.mean(1) - torch.nan_to_num(y), torch.zeros_like(y)).double().pow(2).sum()
         self.sums += torch.stack([crps, se, n.double()])
 

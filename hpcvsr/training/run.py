@@ -146,7 +146,11 @@ def physical_bounds(cfg) -> list:
             valid = bounds_mod.valid_ranges(arcs.parts)
         finally:
             arcs.close()
-    return bounds_mod.resolve(d.bounds, names, valid, method=cfg.degrade.method, constrain=cfg.degrade.constrain)
+    bounds = bounds_mod.resolve(d.bounds, names, valid, method=cfg.degrade.method, constrain=cfg.degrade.constrain)
+    if kinds.kind(cfg.pipeline).generative:  # the generator's settings against the bounds, known only now
+        with torch.random.fork_rng(devices=[]):
+            build.build_gen(cfg, bounds={"lo": [lo for lo, _ in bounds], "hi": [hi for _, hi in bounds]})
+    return bounds
 
 
 def baseline_clip(bounds: dict | None, device):
@@ -260,7 +264,8 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         generative.prepare_det(train_b + val_b + test_b, net, source=source, window=window)
         amplitude = generative.residual_std(train_b, env)
         log.info("generative stage: residual of the 2D->3D output, standard deviation %s (normalised)", ", ".join(f"{a:.4g}" for a in amplitude))
-        gen = build.build_gen(cfg, channels=len(names), amplitude=amplitude, bounds=bounds).to(env.device)
+        gen = build.build_gen(cfg, channels=len(names), amplitude=amplitude,
+                              bounds=bounds or {}, spec=spec, static=static).to(env.device)  # {}: known to be unbounded
         task = generative.GenTask(train=train_b, val=val_b, scale=scale, patch=fitted("traingen", tg.patch), flips=flips, members=tg.members,
                                   noise=gen.noise)
         histories[kinds.STAGE_GEN] = trainer.fit(task, gen, tg, env, ckpt_path=os.path.join(run_dir, f"ckpt_{kinds.STAGE_GEN}.pt"), stop=stop,
