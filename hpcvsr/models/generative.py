@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from hpcvsr.models.base import Network
 from hpcvsr.models.bounds import limits, through
-from hpcvsr.models.conditioning import N_BASIS, Where, place_time
+from hpcvsr.models.conditioning import N_BASIS, Conditioned, Where, place_time
 from hpcvsr.ops import degrade as dg
 
 
@@ -88,11 +88,9 @@ class ResidualGenerator(Network):
         if self.intensity and not bool(torch.isfinite(self.low).all()):
             raise ValueError("intensity needs a lower bound on every channel")
 
-    def set_static(self, fields: torch.Tensor) -> None:
-        """Store the normalised covariate maps (S, H, W) on the grid."""
-        if tuple(fields.shape) != tuple(self.static.shape):
-            raise ValueError(f"static fields of shape {tuple(fields.shape)}, expected {tuple(self.static.shape)}")
-        self.static.copy_(fields)
+    # the covariates and learned maps kept as a conditioned network keeps them (buffer static, parameter location)
+    set_static = Conditioned.set_static
+    places = Conditioned.places
 
     def residual(self, det: torch.Tensor, lr: torch.Tensor, z: torch.Tensor, where: Where | None = None) -> torch.Tensor:
         """The sampled residual (N, C, H, W) for noise ``z`` (N, noise, H, W) at ``where``."""
@@ -100,8 +98,7 @@ class ResidualGenerator(Network):
         if self.takes_where:
             if where is None:
                 raise RuntimeError("a conditioned generator was called without its Where")  # programming error
-            maps = torch.cat([self.static, *([self.location] if self.location is not None else [])])
-            parts += place_time(maps, self.n_time, where, *det.shape[-2:], dtype=det.dtype)
+            parts += place_time(self.places(), self.n_time, where, *det.shape[-2:], dtype=det.dtype)
         h = torch.cat(parts, 1)
         for conv in self.body:
             h = F.silu(conv(h))
