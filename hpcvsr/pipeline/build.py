@@ -193,20 +193,27 @@ def build_gen(cfg, *, channels: int = 1, amplitude: list | None = None, bounds: 
     torch.manual_seed(cfg.traingen.seed + 2)
     b = bounds or {}
     where = {k: spec[k] for k in ("grid", "static", "location", "time")} if spec else {}
-    lo = b.get("lo")
+    kwargs = dict(m.kwargs, intensity=gen_intensity(cfg, bounds))
+    gen = build(m.name, g.scale, **dict(kwargs, channels=channels, method=g.method, sigma=g.blur_sigma, constrain=g.constrain,
+                                        lo=b.get("lo"), hi=b.get("hi"), amplitude=amplitude, **where))
+    if static is not None:
+        set_static(gen, static)
+    return gen
+
+
+def gen_intensity(cfg, bounds: dict | None) -> bool:
+    """Whether the generative stage's residual also grows with the intensity (``modelgen.kwargs.intensity``;
+    by default, for a field bounded below, as rain). ``bounds`` as :func:`build_gen`'s: a forced
+    intensity without a lower bound is refused once the bounds are known."""
+    lo = (bounds or {}).get("lo")
     below = bool(lo) and all(v is not None for v in lo)
-    intensity = bool(m.kwargs.get("intensity", below))  # by default, a residual that grows with a field bounded below (rain)
+    intensity = bool(cfg.modelgen.kwargs.get("intensity", below))
     if intensity and not below:
         if bounds is not None:
             raise UserError("modelgen.kwargs.intensity: true needs a lower bound on every variable (data.bounds, or the archive's "
                             "valid_min / valid_range)")
-        intensity = False  # the configuration checks, before the bounds are known; the run checks again with them
-    kwargs = dict(m.kwargs, intensity=intensity)
-    gen = build(m.name, g.scale, **dict(kwargs, channels=channels, method=g.method, sigma=g.blur_sigma, constrain=g.constrain,
-                                        lo=lo, hi=b.get("hi"), amplitude=amplitude, **where))
-    if static is not None:
-        set_static(gen, static)
-    return gen
+        return False  # the configuration checks, before the bounds are known; the run checks again with them
+    return intensity
 
 
 def check(cfg) -> None:

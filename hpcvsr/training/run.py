@@ -148,8 +148,7 @@ def physical_bounds(cfg) -> list:
             arcs.close()
     bounds = bounds_mod.resolve(d.bounds, names, valid, method=cfg.degrade.method, constrain=cfg.degrade.constrain)
     if kinds.kind(cfg.pipeline).generative:  # the generator's settings against the bounds, known only now
-        with torch.random.fork_rng(devices=[]):
-            build.build_gen(cfg, bounds={"lo": [lo for lo, _ in bounds], "hi": [hi for _, hi in bounds]})
+        build.gen_intensity(cfg, {"lo": [lo for lo, _ in bounds], "hi": [hi for _, hi in bounds]})
     return bounds
 
 
