@@ -7,6 +7,7 @@
 #
 #   bash jobs/pairs.sh [OUT]          (default runs/pairs; about 35 minutes per scale on 2 CPU cores)
 #   PAIR_BUDGET="--set train2d.epochs=6 --set train3d.epochs=4" bash jobs/pairs.sh OUT    (pair runs at half the epochs)
+#   K0=8 bash jobs/pairs.sh OUT      (a flow of larger eddies, which the x4 grid resolves: --k0 of hpcvsr data swe)
 #   python jobs/pairs_table.py OUT/x2 OUT/x4     (the tables and the figure of docs/pairs.md)
 set -euo pipefail
 OUT=${1:-runs/pairs}
@@ -15,7 +16,7 @@ for S in ${SCALES:-2 4}; do
   D=$OUT/x$S
   mkdir -p "$D/data"
   for SEED in 1 2 3 4 1001; do
-    [ -e "$D/data/fine$SEED.nc" ] || $PY -m hpcvsr.data swe --frames 120 --size 128 128 --seed $SEED --out "$D/data/fine$SEED.nc" \
+    [ -e "$D/data/fine$SEED.nc" ] || $PY -m hpcvsr.data swe --frames 120 --size 128 128 --seed $SEED --k0 ${K0:-16} --out "$D/data/fine$SEED.nc" \
       --coarse-scale $S --coarse-out "$D/data/coarse$SEED.nc" --quiet
   done
   FILES=(--set data.source=archive --set "data.path=$D/data/fine1.nc" --set "data.test_path=$D/data/fine1001.nc" --set degrade.scale=$S)
