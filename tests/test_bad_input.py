@@ -31,6 +31,15 @@ def _train(tmp_path, archive, *sets):
     return proc, run_dir
 
 
+@pytest.fixture(scope="module")
+def startup_seconds(tmp_path_factory):
+    """Seconds a train command takes to start and refuse an unknown key: the baseline of the fail-fast timings."""
+    t0 = time.time()
+    proc = run_cli("hpcvsr.train", "--run-dir", str(tmp_path_factory.mktemp("base") / "run"), "--set", "foo.bar=1")
+    assert_user_error(proc, "unknown key 'foo.bar'")
+    return time.time() - t0
+
+
 GOOD = np.random.default_rng(0).random((40, 32, 32)).astype(np.float32)
 
 
@@ -83,11 +92,13 @@ def test_unknown_config_key(tmp_path):
     (["model2d.init=/no/such.mat"], "model2d.init: file not found"),
     (["pipeline=2d_3d_gen", "modelgen.kwargs={intensity: true}"], "intensity: true needs a lower bound"),  # the water height is unbounded
 ])
-def test_incompatible_settings_fail_fast_before_any_output(tmp_path, sets, message):
+def test_incompatible_settings_fail_fast_before_any_output(tmp_path, sets, message, startup_seconds):
     t0 = time.time()
     proc = run_cli("hpcvsr.train", "--run-dir", str(tmp_path / "run"), *sum((["--set", s] for s in sets), []))
     assert_user_error(proc, message)
-    assert time.time() - t0 < 5.0  # before any data are generated
+    # before any data are generated (the default flow takes about 10 s): within a few seconds of a command that
+    # fails on its first argument, measured on the same machine under the same load
+    assert time.time() - t0 < startup_seconds + 3.0
     assert not (tmp_path / "run").exists()
 
 
