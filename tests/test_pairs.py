@@ -48,6 +48,25 @@ def coarse_of(fine: str, out: str, *, scale: int = 2, frames: int | None = None,
     return out
 
 
+def _fine_step(path) -> float:
+    with xr.open_dataset(path) as ds:
+        return float(ds.x[1] - ds.x[0])
+
+
+def on_points(fine: str, coarse: str, out_fine: str, out_coarse: str, scale: int = 2) -> None:
+    """The pair (``fine``, ``coarse``) as a solver of grid points writes it: the fine grid's points from 0, the coarse
+    grid's points every ``scale``-th of them (the frames as they are)."""
+    with xr.open_dataset(fine) as f, xr.open_dataset(coarse) as c:
+        f, c = f.load(), c.load()
+    for d in ("x", "y"):
+        attrs = f[d].attrs
+        f = f.assign_coords({d: f[d] - f[d][0]})
+        c = c.assign_coords({d: f[d].values[::scale]})
+        f[d].attrs = c[d].attrs = attrs
+    f.to_netcdf(out_fine)
+    c.to_netcdf(out_coarse)
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     d = tmp_path_factory.mktemp("pair")
@@ -95,6 +114,8 @@ def test_mismatched_pairs_are_refused_before_any_output(pair):
         "frame counts": (dict(frames=29), "30 and 29 frames"),
         "times": (dict(shift_hours=1.0), "output times differ"),
         "coordinates": (dict(shift_x=20000.0), "x coordinates do not nest"),
+        # x moved half a fine cell: coarse x on fine points, coarse y still cell means
+        "cells and points": (dict(shift_x=-_fine_step(pair / "fine.nc") / 2), "nest as cells along one axis and as points along the other"),
     }
     for name, (kwargs, message) in cases.items():
         bad = coarse_of(str(pair / "fine.nc"), str(pair / f"bad_{name.replace(' ', '_')}.nc"), **kwargs)
@@ -143,6 +164,32 @@ def test_paired_inference_with_a_reference_and_tiles(pair, paired_run):
     proc = run_cli("hpcvsr.infer", "--run-dir", "P", "--input", "fine_test.nc", "--var", "h", "--output", "x.h5", "--degrade", cwd=pair)
     assert_user_error(proc, "was trained on pairs", "--reference")
     assert not (pair / "x.h5").exists()
+
+
+def test_a_pair_on_grid_points_writes_the_fine_runs_points(pair):
+    """A solver of grid points (the coarse points every second fine point) is a pair too: its output lies on the fine
+    run's points, and bicubic places each coarse value on its point."""
+    for a in ("", "_test"):
+        on_points(str(pair / f"fine{a}.nc"), str(pair / f"coarse{a}.nc"), str(pair / f"pfine{a}.nc"), str(pair / f"pcoarse{a}.nc"))
+    proc = run_cli("hpcvsr.train", "--run-dir", "PP", *sets(data__source="archive", data__path="pfine.nc", data__lr_path="pcoarse.nc",
+                                                           data__test_path="pfine_test.nc", data__lr_test_path="pcoarse_test.nc"),
+                   *TINY, "--set", "pipeline=2d", cwd=pair)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.load(open(pair / "PP" / "metrics.json"))
+    assert m["degrade"] == "paired_point" and m["scale"] == 2
+    proc = run_cli("hpcvsr.infer", "--run-dir", "PP", "--input", "pcoarse_test.nc", "--var", "h", "--reference", "pfine_test.nc",
+                   "--output", "psr.nc", "--set", "threads=1", cwd=pair)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with xr.open_dataset(pair / "psr.nc") as out, xr.open_dataset(pair / "pfine_test.nc") as f, xr.open_dataset(pair / "pcoarse_test.nc") as c:
+        assert np.allclose(out["x"].values, f["x"].values) and np.allclose(out["y"].values, f["y"].values)
+        # the bicubic row places each coarse value on its own point (centred bicubic would move it half a fine cell)
+        import torch
+
+        from hpcvsr.ops import degrade as dg
+        lr = torch.from_numpy(c["h"].values.astype(np.float64))
+        up = dg.upscale(lr, 2, centred=False).numpy()
+        assert np.allclose(up[:, ::2, ::2], lr.numpy())
+        assert m["metrics"]["test"]["bicubic"]["rmse_phys"] == pytest.approx(np.sqrt(np.mean((up - f["h"].values) ** 2)), rel=1e-5)
 
 
 def test_paired_run_starts_from_a_degradation_trained_run(pair, paired_run):

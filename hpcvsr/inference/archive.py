@@ -42,6 +42,7 @@ from hpcvsr.io import catalog, cf, h5out, lock, zarrout
 from hpcvsr.io.atomic import check_space, check_writable, write_json
 from hpcvsr.io.ncout import REALIZATION, member_stats, write_cf
 from hpcvsr.io.sequences import NETCDF_EXTENSIONS, MultiArchive
+from hpcvsr.ops import degrade as dg
 from hpcvsr.ops import metrics
 from hpcvsr.ops import windows as win
 from hpcvsr.pipeline import build
@@ -128,7 +129,7 @@ def _run(job: Job, cfg, env, held: contextlib.ExitStack) -> int:
                         "write HDF5 instead")
     if job.degrade and job.reference:
         raise UserError("use either --degrade (compare with the input) or --reference, not both")
-    if job.degrade and pred.degrade == "paired":
+    if job.degrade and pred.degrade in dg.PAIRED:
         raise UserError(f"{job.run_dir} was trained on pairs (a coarse run and a fine one), with no degradation to apply: give it a coarse "
                         "run as --input and compare with the fine run with --reference")
     rows = cols = None

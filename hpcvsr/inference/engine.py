@@ -76,7 +76,7 @@ class Predictor:
         self.needs_time = bool(self.condition.get("time_features"))
         self.tied_to_grid = bool(self.condition.get("static_vars") or self.condition.get("location_channels"))
         # what an output's consistency with its input is measured by: its degradation, on whole frames of a degraded input
-        self.consistency = None if self.crop or self.degrade == "paired" else (self.degrade, self.scale, self.sigma)
+        self.consistency = None if self.crop or self.degrade in dg.PAIRED else (self.degrade, self.scale, self.sigma)
         if tile and tile_halo * self.scale < self.crop:
             raise UserError(f"infer.tile_halo={tile_halo} LR pixels is smaller than the model's {self.crop}-pixel border crop")
         self.gen = from_entry(mf.gen).to(device).eval() if mf.gen else None

@@ -220,7 +220,7 @@ class SuperResolver(torch.nn.Module):
         scale: what ``hpcvsr infer --degrade`` feeds the networks, in physical units."""
         import xarray as xr
 
-        if self.method == "paired":
+        if self.method in dg.PAIRED:
             raise UserError(f"{self.run_dir} was trained on pairs (a coarse run and a fine one): it has no degradation; give it the coarse run")
         if isinstance(hr, torch.Tensor):
             x = hr[:, None] if hr.ndim == 3 else hr
@@ -377,7 +377,7 @@ def scores(sr, hr, resolver: SuperResolver | None = None) -> dict:
         raise UserError("hpcvsr.metrics compares one variable at a time")
     norm = pred.norms[0]
     tdim, ydim, xdim = frame_dims(hr)
-    paired = pred.degrade == "paired"  # hr is the fine run of a pair: compared as it is
+    paired = pred.degrade in dg.PAIRED  # hr is the fine run of a pair: compared as it is
     (y0, y1), (x0, x1) = ((0, hr.sizes[ydim]), (0, hr.sizes[xdim])) if paired else resolver._crop(hr.sizes[ydim], hr.sizes[xdim], f"DataArray '{hr.name}'")
     hr = _masked(hr.isel({ydim: slice(y0, y1), xdim: slice(x0, x1)}).transpose(tdim, ydim, xdim))
     sr = sr.transpose(*frame_dims(sr))

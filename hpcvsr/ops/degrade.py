@@ -31,8 +31,10 @@ from hpcvsr.errors import UserError
 DEGRADATIONS = ("bicubic", "blur", "block_mean", "point")
 # Where a low-resolution pixel sits on the fine grid: centred on its s x s cells (bicubic, block mean), or on
 # the first of them (point sampling, and blur, which keeps every s-th pixel of the blurred field).
-CENTRED = {"bicubic": True, "block_mean": True, "blur": False, "point": False,
-           "paired": True}  # a coarse run's finite-volume cells are centred on the fine cells they cover
+# A coarse run (paired training) sits as its grid does: finite-volume cells centred on the fine cells they cover
+# ('paired'), or points that are every s-th point of the fine grid ('paired_point').
+CENTRED = {"bicubic": True, "block_mean": True, "blur": False, "point": False, "paired": True, "paired_point": False}
+PAIRED = ("paired", "paired_point")  # the inputs are a coarse run: nothing is degraded
 UPSCALERS = ("nearest", "bilinear", "bicubic")
 
 
@@ -53,12 +55,16 @@ _KERNELS = {"bicubic": (_cubic, 4.0), "bilinear": (_triangle, 2.0)}
 
 
 @functools.lru_cache(maxsize=64)
-def resize_matrix(in_len: int, out_len: int, kernel: str = "bicubic", antialias: bool = True) -> np.ndarray:
-    """Dense (out_len, in_len) float64 matrix of MATLAB imresize along one dimension.
+def resize_matrix(in_len: int, out_len: int, kernel: str = "bicubic", antialias: bool = True, centred: bool = True) -> np.ndarray:
+    """Dense (out_len, in_len) float64 matrix of MATLAB imresize along one dimension; ``centred=False``
+    (upscaling only) places input sample j on output sample ``j * scale`` instead of the centre of its cells,
+    as a coarse grid whose points are every s-th point of the fine one.
 
     >>> m = resize_matrix(4, 2)
     >>> m.shape, bool(np.allclose(m.sum(1), 1.0))
     ((2, 4), True)
+    >>> resize_matrix(3, 6, centred=False)[[0, 2, 4]].round(6).tolist()  # the coarse points themselves
+    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     """
     scale = out_len / in_len
     fn, width = _KERNELS[kernel]
@@ -68,7 +74,9 @@ def resize_matrix(in_len: int, out_len: int, kernel: str = "bicubic", antialias:
     else:
         h = fn
     x = np.arange(1, out_len + 1, dtype=np.float64)
-    u = x / scale + 0.5 * (1 - 1 / scale)
+    if not centred and scale < 1:
+        raise ValueError("resize_matrix: centred=False places the samples of an upscale")
+    u = x / scale + 0.5 * (1 - 1 / scale) if centred else (x - 1) / scale + 1
     left = np.floor(u - width / 2)
     taps = int(math.ceil(width)) + 2
     idx = left[:, None] + np.arange(taps)[None, :]  # 1-based, may fall outside
@@ -81,16 +89,17 @@ def resize_matrix(in_len: int, out_len: int, kernel: str = "bicubic", antialias:
     return mat
 
 
-def _matrix(in_len, out_len, kernel, antialias, like: torch.Tensor) -> torch.Tensor:
+def _matrix(in_len, out_len, kernel, antialias, like: torch.Tensor, centred: bool = True) -> torch.Tensor:
     dtype = like.dtype if like.is_floating_point() else torch.float32
-    return torch.from_numpy(resize_matrix(in_len, out_len, kernel, antialias)).to(like.device, dtype)
+    return torch.from_numpy(resize_matrix(in_len, out_len, kernel, antialias, centred)).to(like.device, dtype)
 
 
-def imresize(x: torch.Tensor, out_hw: tuple[int, int], kernel: str = "bicubic", antialias: bool = True) -> torch.Tensor:
-    """MATLAB-compatible resize of (..., H, W) to (..., out_h, out_w)."""
+def imresize(x: torch.Tensor, out_hw: tuple[int, int], kernel: str = "bicubic", antialias: bool = True,
+             centred: bool = True) -> torch.Tensor:
+    """MATLAB-compatible resize of (..., H, W) to (..., out_h, out_w) (``centred``: see :func:`resize_matrix`)."""
     h, w = x.shape[-2:]
-    mh = _matrix(h, out_hw[0], kernel, antialias, x)
-    mw = _matrix(w, out_hw[1], kernel, antialias, x)
+    mh = _matrix(h, out_hw[0], kernel, antialias, x, centred)
+    mw = _matrix(w, out_hw[1], kernel, antialias, x, centred)
     return mh @ x @ mw.T
 
 
@@ -156,14 +165,15 @@ def degrade(x: torch.Tensor, scale: int, method: str = "bicubic", sigma: float =
     return point_sample(x, scale)
 
 
-def upscale(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Tensor:
-    """Interpolation baseline: (..., h, w) -> (..., h*s, w*s)."""
+def upscale(x: torch.Tensor, scale: int, method: str = "bicubic", *, centred: bool = True) -> torch.Tensor:
+    """Interpolation baseline: (..., h, w) -> (..., h*s, w*s); ``centred=False``: a low-resolution pixel lies on
+    the first of its fine pixels (a coarse grid of points, ``CENTRED``), not at the centre of them."""
     if method not in UPSCALERS:
         raise UserError(f"unknown interpolation '{method}' (choose from {', '.join(UPSCALERS)})")
     h, w = x.shape[-2:]
     if method == "nearest":
         return x.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
-    return imresize(x, (h * scale, w * scale), kernel=method)
+    return imresize(x, (h * scale, w * scale), kernel=method, centred=centred)
 
 
 @functools.lru_cache(maxsize=64)

@@ -114,7 +114,7 @@ def _lr_frames(archive: str, run_dir: str, frames: int) -> tuple[torch.Tensor, o
     with h5py.File(archive) as f:
         key = next(k for k in ("h", "data") if k in f)
         hr = torch.from_numpy(f[key][:frames].astype(np.float32))[:, None]
-    method = "block_mean" if pred.degrade == "paired" else pred.degrade  # a paired model's inputs: frames of a coarse grid alike
+    method = "block_mean" if pred.degrade in dg.PAIRED else pred.degrade  # a paired model's inputs: frames of a coarse grid alike
     return dg.degrade(unit(pred.norms, hr), pred.scale, method, pred.sigma), pred
 
 

@@ -60,7 +60,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DegradeConfig:
-    method: str = "bicubic"  # bicubic | blur | block_mean | point; 'paired' (set from data.lr_path: the inputs are a coarse run)
+    method: str = "bicubic"  # bicubic | blur | block_mean | point; paired | paired_point (set from data.lr_path: the inputs are a coarse run)
     scale: int = 2
     blur_sigma: float = 1.6
     constrain: bool = False  # a final layer makes every output degrade back to its input exactly (block_mean: mass conserved)
@@ -148,7 +148,7 @@ CHOICES = {
     "data.source": ("swe", "phantom", "archive", "video"),
     "data.normalise": ("none", "fixed", "range"),
     "data.crop": ("centre", "origin"),
-    "degrade.method": ("bicubic", "blur", "block_mean", "point", "paired"),
+    "degrade.method": ("bicubic", "blur", "block_mean", "point", "paired", "paired_point"),
     "degrade.scale": (2, 3, 4, 8),
     "train2d.schedule": ("none", "cosine", "step"),
     "train3d.schedule": ("none", "cosine", "step"),
@@ -417,8 +417,9 @@ def _check_pairs(cfg: Config) -> None:
     d, g = cfg.data, cfg.degrade
     _check_runs(cfg)
     if not d.lr_path:
-        if g.method == "paired" or d.lr_test_path or d.lr_var or d.lr_vars:
-            raise UserError("degrade.method: paired, data.lr_test_path, data.lr_var and data.lr_vars need data.lr_path (the coarse run)")
+        if g.method.startswith("paired") or d.lr_test_path or d.lr_var or d.lr_vars:
+            raise UserError(f"degrade.method: {g.method if g.method.startswith('paired') else 'paired'}, data.lr_test_path, data.lr_var and "
+                            "data.lr_vars need data.lr_path (the coarse run)")
         return
     if d.source != "archive":
         raise UserError(f"data.lr_path (paired training) needs data.source: archive, got '{d.source}'")

@@ -274,7 +274,9 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
     # --- held-out evaluation: every method on the same crop ---------------------------------------
     model2d.eval()
     clip = baseline_clip(bounds, env.device)
-    methods = {"bicubic": Method(lambda x, where: clip(x), source="bicubic"), kinds.STAGE_2D: Method(lambda x, where: cond.run(model2d, x, where))}
+    centred = dg.CENTRED[cfg.degrade.method]  # where the baselines place a coarse pixel: a coarse run of grid points has it on a fine point
+    bicubic = Method(lambda x, where: clip(x), source="bicubic") if centred else Method(lambda x, where: clip(dg.upscale(x, scale, centred=False)))
+    methods = {"bicubic": bicubic, kinds.STAGE_2D: Method(lambda x, where: cond.run(model2d, x, where))}
     det_row = generative.DET_ROW if gen is not None else pipe  # the deterministic row of a generative pipeline is its 2D->3D output
     if net is not None:
         net.eval()
@@ -286,7 +288,7 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         methods[pipe] = Method(lambda x, where: x, source="ensmean")
     if config_mod.paired(cfg):  # the statistical baseline climate users know: quantile mapping of the coarse run, then bicubic
         if baselines.quantile_mapped(train_segs, test_b, norms, scale=scale):
-            methods = {"bicubic": methods["bicubic"], baselines.QM_METHOD: Method(lambda x, where: clip(dg.upscale(x, scale)), source="qm"),
+            methods = {"bicubic": methods["bicubic"], baselines.QM_METHOD: Method(lambda x, where: clip(dg.upscale(x, scale, centred=centred)), source="qm"),
                        **{k: v for k, v in methods.items() if k != "bicubic"}}
         else:
             log.warning("the quantile-mapping baseline needs xsdba (pip install 'hpcvsr[baselines]'): its row is left out")
