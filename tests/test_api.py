@@ -155,6 +155,7 @@ def test_tensor_and_dataset_forms_and_a_refused_grid(work):
     assert "MOVED " in proc.stdout and "x coordinate" in proc.stdout
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_tensor_and_several_variables_round_trip(tmp_path):
     swe_file(tmp_path / "uv.nc", frames=40, size=(32, 32), seed=4)
     proc = run_cli("hpcvsr.train", "--run-dir", "UV", "--set", "data.source=archive", "--set", "data.path=uv.nc", "--set", "data.vars=[u, v]",

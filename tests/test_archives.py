@@ -70,7 +70,7 @@ def test_quickstart_config_trains_on_an_odd_packed_grid_and_beats_bicubic(arch, 
     assert m["patches"] == {"train2d": 32, "train3d": 32}
 
 
-@pytest.mark.parametrize("scale", [2, 3])
+@pytest.mark.parametrize("scale", [2, pytest.param(3, marks=pytest.mark.slow)])  # x3: CI's second pass
 def test_netcdf_output_has_input_time_and_fine_grid(arch, runs, tmp_path, scale):
     nc, h5 = tmp_path / "sr.nc", tmp_path / "sr.h5"
     for out in (nc, h5):
@@ -98,6 +98,7 @@ def test_netcdf_output_has_input_time_and_fine_grid(arch, runs, tmp_path, scale)
         assert np.array_equal(values, f["sr"][:])
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_netcdf_output_two_ranks_equals_one_rank(arch, runs, tmp_path):
     one, two = tmp_path / "one.nc", tmp_path / "two.nc"
     args = ["--run-dir", str(runs[2]), "--input", str(arch / "test.nc"), "--set", "threads=1", "--set", "infer.block_frames=8"]
@@ -112,6 +113,7 @@ def test_netcdf_output_two_ranks_equals_one_rank(arch, runs, tmp_path):
     assert not list(tmp_path.glob("*.parts")) and not list(tmp_path.glob("*.h5"))
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_masked_archive_metrics_ignore_the_mask_and_output_keeps_it(arch, tmp_path):
     run = tmp_path / "run"
     proc = run_cli("hpcvsr.train", "--run-dir", str(run), *sets(data__source="archive", data__path=arch / "sst.nc", data__var="sst"), *TINY)
@@ -152,6 +154,7 @@ def test_masked_archive_metrics_ignore_the_mask_and_output_keeps_it(arch, tmp_pa
     assert not (tmp_path / "m2.png").exists()
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_extra_dimension_needs_a_selection(arch, runs, tmp_path):
     args = ["--run-dir", str(runs[2]), "--input", str(arch / "levels.nc"), "--var", "t", "--set", "threads=1"]
     proc = run_cli("hpcvsr.infer", *args, "--output", str(tmp_path / "a.nc"))

@@ -77,6 +77,7 @@ def test_static_file_read_as_one_frame_on_the_data_grid(arch):
         assert np.array_equal(arc.read(0, 1)[0], ds["z"].values)
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_conditioned_run_infers_tiled_like_untiled_and_refuses_another_grid(arch, run_dir, tmp_path):
     whole, tiled = tmp_path / "whole.nc", tmp_path / "tiled.nc"
     for out, extra in ((whole, []), (tiled, ["--set", "infer.tile=16", "--set", "infer.tile_halo=6"])):
@@ -94,6 +95,7 @@ def test_conditioned_run_infers_tiled_like_untiled_and_refuses_another_grid(arch
     assert_user_error(proc, "no CF time coordinate", "time features")
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_learned_location_channels_alone_refuse_another_grid(arch, tmp_path):
     run_dir = tmp_path / "loc"
     proc = run_cli("hpcvsr.train", "--run-dir", str(run_dir), *sets(pipeline="2d", data__source="archive", data__path=arch / "t2m.nc",
@@ -103,6 +105,7 @@ def test_learned_location_channels_alone_refuse_another_grid(arch, tmp_path):
     assert_user_error(proc, "learned location channels", "training grid")
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_conditioned_inference_two_ranks_equals_one_rank(arch, run_dir, tmp_path):
     outs = {}
     for n in (1, 2):
@@ -143,6 +146,7 @@ def test_run_passes_where_only_to_models_that_read_it():
         run(Conditioned(net, grid=[16, 16], location=1), x, None)
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_orography_covariate_beats_the_plain_model_on_held_out_hours(arch, tmp_path):
     """Same data, same budget: the model that sees the orography recovers the place-locked detail."""
     import json

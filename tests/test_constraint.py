@@ -79,6 +79,7 @@ def test_constrained_runs_are_consistent_and_mass_conserving(tmp_path):
     assert "consistency RMSE" in (run / "table.md").read_text()
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_bicubic_constraint_reproduces_the_input_within_the_stated_tolerance(tmp_path):
     run = tmp_path / "run"
     proc = run_cli("hpcvsr.train", "--run-dir", str(run), *sets(degrade__constrain="true", data__frames=24, data__size="[48, 48]", pipeline="2d"),

@@ -83,6 +83,7 @@ def test_each_rank_reads_exactly_its_block_plus_halo(uninterrupted):
     assert [(r["start"], r["stop"]) for r in reads1] == [(12, 24), (10, 24), (25, 30), (13, 30)]
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_sigterm_mid_epoch_then_resume_gives_identical_weights(uninterrupted, tmp_path):
     run_dir = tmp_path / "interrupted"
     proc = _train(run_dir, wait=False)
@@ -111,6 +112,7 @@ def test_sigterm_mid_epoch_then_resume_gives_identical_weights(uninterrupted, tm
     assert _hashes(run_dir) == _hashes(uninterrupted)
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_more_ranks_than_frames_and_indivisible_batch_are_clear_errors(tmp_path):
     proc = _train(tmp_path / "a", "--set", "train2d.batch_size=15", "--set", "train2d.patches_per_epoch=510")
     assert proc.returncode != 0 and "not divisible by 2 ranks" in proc.stderr and "Traceback" not in proc.stderr
@@ -137,6 +139,7 @@ def test_a_failing_rank_fails_the_job_instead_of_hanging(tmp_path):
     assert time.time() - t0 < 120
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_one_rank_killed_mid_training_ends_the_job_then_the_rerun_resumes_identically(uninterrupted, tmp_path):
     """SIGKILL to one rank only (a dead node): the job ends within 120 s with a non-zero exit, the
     last checkpoint survives, and the same command finishes with the uninterrupted weights."""

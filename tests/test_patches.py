@@ -1,6 +1,7 @@
 """Batch assembly: the vectorised gather equals cutting the patches one by one."""
 
 import numpy as np
+import pytest
 import torch
 
 from hpcvsr.data.blocks import Block, Segment
@@ -83,6 +84,7 @@ def test_clip_batches_share_frames_and_give_the_windows_outputs():
         assert (net(frames, windows) - net(x_ref)).abs().max() <= 1e-5
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_training_with_clips_and_bf16_runs_and_logs_when_clips_do_not_apply(tmp_path):
     """train3d.centres with train3d.precision=bf16 trains end to end; a 3D network that cannot share
     windows (several variables) trains independent windows and the log says so."""

@@ -80,6 +80,7 @@ def test_data_cli_swe_layout_and_speed(tmp_path):
         assert set(f.keys()) == {"h", "u", "v", "vort"}
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_data_cli_other_sources(tmp_path):
     assert run_cli("hpcvsr.data", "phantom", "--frames", "6", "--size", "32", "32", "--out", str(tmp_path / "p.h5")).returncode == 0
     clip = tmp_path / "c.y4m"

@@ -127,6 +127,7 @@ def test_sigterm_while_train_generates_its_data_ends_it_within_seconds(tmp_path)
     assert not (run_dir / "hpcvsr.lock").exists()
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_sigterm_while_hpcvsr_data_generates_ends_it_without_a_file(tmp_path):
     out_path = tmp_path / "swe.h5"
     with open(tmp_path / "stderr.txt", "w") as err_file:
@@ -141,6 +142,7 @@ def test_sigterm_while_hpcvsr_data_generates_ends_it_without_a_file(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["stderr.txt"]
 
 
+@pytest.mark.slow  # CI's second pass (.ci/run: pytest -m slow)
 def test_sigterm_in_the_step_loop_still_checkpoints_and_exits_0(tmp_path):
     run_dir = tmp_path / "run"
     small = ["--set", "data.frames=30", "--set", "data.size=[64,64]", "--set", "train2d.epochs=3", "--set", "train2d.patches_per_epoch=2048",
