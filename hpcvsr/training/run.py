@@ -326,7 +326,8 @@ def run(cfg, env: dist.DistEnv, run_dir: str) -> int:
         write_json(os.path.join(run_dir, "metrics.json"), out)
         write_table(os.path.join(run_dir, "table.md"), cfg, ranks=env.world, names=names, norms=norms, test=test, test_segs=test_segs, crop=crop,
                     histories=histories, notes=notes, seconds=time.time() - t0)
-        panels = comparison_panels(test_b[0], scale=scale, crop=crop, model2d=model2d, net=net, name=pipe, source=source, window=window)
+        panels = comparison_panels(test_b[0], scale=scale, crop=crop, model2d=model2d, net=net, name=pipe, source=source, window=window,
+                                   centred=centred)
         report.figures(run_dir, panels, per_frame[names[0]], histories)
         for v, n in zip(names, norms):
             print(("" if one else f"{v}:\n") + report.test_table(test[v], n.units), end="")
@@ -355,12 +356,13 @@ def write_table(path: str, cfg, *, ranks: int, names, norms, test: dict, test_se
     write_text(path, "".join(text))
 
 
-def comparison_panels(b, *, scale: int, crop: int, model2d, net, name: str, source: str, window: int) -> dict:
-    """The comparison figure's panels: the middle frame of held-out block ``b`` (crop applied to every panel)."""
+def comparison_panels(b, *, scale: int, crop: int, model2d, net, name: str, source: str, window: int, centred: bool = True) -> dict:
+    """The comparison figure's panels: the middle frame of held-out block ``b`` (crop applied to every panel; ``centred``:
+    where bicubic places a coarse pixel, :data:`hpcvsr.ops.degrade.CENTRED`)."""
     t = b.own[0] + b.n_own // 2
     lr_x, hr_y, where = window_frames(b, [t])
     with torch.no_grad():
-        panels = {"LR": lr_x[0, 0].cpu().numpy(), "bicubic": shave(dg.upscale(lr_x, scale)[0, 0], crop).cpu().numpy(),
+        panels = {"LR": lr_x[0, 0].cpu().numpy(), "bicubic": shave(dg.upscale(lr_x, scale, centred=centred)[0, 0], crop).cpu().numpy(),
                   "2D": shave(cond.run(model2d, lr_x, where)[0, 0], crop).cpu().numpy()}
         if net is not None:
             xin, _, where = window_frames(b, [t], source=source, window=window)
