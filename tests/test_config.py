@@ -89,3 +89,9 @@ def test_pipeline_kinds_have_one_owner():
 def test_removed_settings_are_rejected(override, fragment):
     with pytest.raises(UserError, match=fragment):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("override", ["degrade.method=paired", "degrade.method=paired_point", "data.lr_var=h"])
+def test_pair_settings_without_a_coarse_run_are_refused(override):
+    with pytest.raises(UserError, match="need data.lr_path"):
+        load_config(None, [override])

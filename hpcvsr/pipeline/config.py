@@ -418,8 +418,8 @@ def _check_pairs(cfg: Config) -> None:
     _check_runs(cfg)
     if not d.lr_path:
         if g.method.startswith("paired") or d.lr_test_path or d.lr_var or d.lr_vars:
-            raise UserError(f"degrade.method: {g.method if g.method.startswith('paired') else 'paired'}, data.lr_test_path, data.lr_var and "
-                            "data.lr_vars need data.lr_path (the coarse run)")
+            raise UserError("degrade.method: paired or paired_point, data.lr_test_path, data.lr_var and data.lr_vars need data.lr_path "
+                            "(the coarse run)")
         return
     if d.source != "archive":
         raise UserError(f"data.lr_path (paired training) needs data.source: archive, got '{d.source}'")
