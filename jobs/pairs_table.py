@@ -80,7 +80,8 @@ def table(d: str) -> dict:
               f"2d_3d trained on {PAIRS[-1]} pairs": most["per_frame_psnr"]["2d_3d"]}
     tuned = os.path.join(d, f"finetuned_{PAIRS[-1]}", "metrics.json")
     if os.path.exists(tuned):
-        curves[f"2d_3d pretrained, fine-tuned on {PAIRS[-1]} pairs"] = json.load(open(tuned))["per_frame_psnr"]["2d_3d"]
+        tuned_shift = shift_db(d, f"finetuned_{PAIRS[-1]}", common)
+        curves[f"2d_3d pretrained, fine-tuned on {PAIRS[-1]} pairs"] = [p + tuned_shift for p in json.load(open(tuned))["per_frame_psnr"]["2d_3d"]]
     return curves
 
 
