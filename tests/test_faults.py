@@ -61,13 +61,14 @@ def _no_incomplete_files(run_dir) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The uninterrupted training: its run directory, final parameters and when its 3D stage began."""
+    """The uninterrupted training: its run directory, final parameters and when its 3D stage had its first
+    checkpoint (the end of its first epoch: a kill after it finds ckpt_2d_3d.pt)."""
     run_dir = tmp_path_factory.mktemp("faults") / "reference"
     t0 = time.time()
     proc = subprocess.Popen(_train_cmd(run_dir), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     t3d = None
-    for line in proc.stdout:
-        if t3d is None and "2d_3d" in line:
+    for line in proc.stdout:  # not the first line naming 2d_3d: that is the run's header, before any training
+        if t3d is None and "2d_3d epoch 1:" in line:
             t3d = time.time() - t0
     assert proc.wait() == 0
     return {"dir": run_dir, "params": _params(run_dir), "t3d": t3d, "total": time.time() - t0}
