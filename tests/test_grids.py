@@ -212,6 +212,41 @@ def test_global_field_has_no_seam(files, run_dir, outputs, tmp_path):
     assert max(worst.values()) <= 1e-5, worst
 
 
+def test_a_place_conditioned_model_wraps_its_maps_across_the_seam(files, tmp_path):
+    """A model with learned location maps on a global grid: moving the seam by 16 columns, and its maps with it,
+    moves the output with it, tiled and untiled (the input degraded across the seam too); without the wrap the
+    edge columns differ."""
+    from hpcvsr.inference.engine import Predictor
+    from hpcvsr.models.conditioning import Conditioned
+
+    run = tmp_path / "loc"
+    proc = run_cli("hpcvsr.train", "--run-dir", str(run), *sets(data__source="archive", data__path=files["global"], data__var="sst",
+                                                                data__val_fraction=0.3, condition__location_channels=2), *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n = 6
+
+    def sr(pred, path, periodic=True):
+        arc = CFArchive(path, "sst")
+        raw = torch.from_numpy(arc.read(0, n))[:, None]
+        return pred.resolve_chunk(raw, frames=(0, n), read=(0, n), total=n, degrade=True,  # the file is on the training grid
+                                  periodic_x=periodic and arc.periodic_x)[0][:, 0].numpy()
+
+    for tile in (0, 32):
+        pred = Predictor(str(run), torch.device("cpu"), tile=tile)
+        base = sr(pred, files["global"])
+        span = float(np.nanmax(base) - np.nanmin(base))
+        unwrapped = sr(pred, files["global"], periodic=False)
+        assert np.nanmax(np.abs(unwrapped - base)) > 1e-3 * span  # the wrap reaches the edge columns
+        parts = [m for net in (pred.net2d, pred.net) if net is not None for m in net.modules() if isinstance(m, Conditioned)]
+        assert parts
+        with torch.no_grad():
+            for m in parts:  # the maps move with the seam, 16 columns of the grid
+                m.location.copy_(torch.roll(m.location, -16, dims=-1))
+        got = np.roll(sr(pred, files[16]), 16, axis=-1)
+        assert np.array_equal(np.isnan(got), np.isnan(base))
+        assert np.nanmax(np.abs(got - base)) <= 1e-5 * span, tile
+
+
 @pytest.mark.parametrize("degrade", [False, True])
 def test_predictor_wraps_across_the_seam(files, run_dir, degrade):
     """The library path: :meth:`Predictor.resolve_chunk` with ``periodic_x`` on frames read from a shifted file,

@@ -181,11 +181,11 @@ class Predictor:
         ``periodic_x``: the x axis wraps around (a global longitude, :func:`hpcvsr.io.cf.periodic_x`).
         Every tile then reads ``tile_halo`` LR columns past either end of the frame from its other end,
         before any network layer (the bicubic upscale of a network included), so the output does not
-        depend on where the seam lies. Models tied to the grid are not wrapped: their place maps end
-        at the grid's edges."""
+        depend on where the seam lies; a model tied to the grid reads its place maps across the seam
+        alike (:func:`hpcvsr.models.conditioning.cut`)."""
         if self.needs_time and times is None:
             raise RuntimeError("this model needs the frames' time features")  # programming error: infer checks the input first
-        wrap = periodic_x and not self.tied_to_grid
+        wrap = periodic_x
         if not self.tile and not wrap:
             return self._frames(lr, idx, times, frame0=frame0)
         h, w = lr.shape[-2:]

@@ -110,9 +110,14 @@ def place_time(maps: torch.Tensor, n_time: int, where: Where, height: int, width
 
 
 def cut(maps: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(N, C, height, width) windows of ``maps`` (C, H, W) starting at (rows[i], cols[i])."""
+    """(N, C, height, width) windows of ``maps`` (C, H, W) starting at (rows[i], cols[i]); columns are taken
+    modulo W, so that a tile reaching across the seam of a periodic x axis reads the maps of the cells it covers.
+
+    >>> cut(torch.arange(4.0).reshape(1, 1, 4), torch.tensor([0]), torch.tensor([-1]), 1, 3).flatten().tolist()
+    [3.0, 0.0, 1.0]
+    """
     r = rows[:, None] + torch.arange(height, device=maps.device)
-    c = cols[:, None] + torch.arange(width, device=maps.device)
+    c = (cols[:, None] + torch.arange(width, device=maps.device)) % maps.shape[-1]
     return maps[:, r[:, :, None], c[:, None, :]].permute(1, 0, 2, 3)
 
 
